@@ -1,0 +1,422 @@
+//! Durable storage behind the registry.
+//!
+//! The registry keeps everything it serves in memory; a [`Store`] only has to
+//! persist changes atomically and durably and hand them back at start-up. The
+//! embedded [`RedbStore`] is the default; a distributed backend can implement
+//! the same trait later.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::model::{Instance, Namespace, Operation, Service};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be prepared or read.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {path} is in use by another waymark process{}; stop it or choose another --data-dir",
+        holder.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse {
+        /// The data directory.
+        path: PathBuf,
+        /// The pid recorded by the holder, if readable.
+        holder: Option<String>,
+    },
+    /// The directory holds something that is not a Waymark registry.
+    #[error("{path} is not a waymark data directory: {reason}; nothing was changed")]
+    Foreign {
+        /// The offending path.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// The database file is damaged.
+    #[error("registry database {path} is corrupt or unreadable: {reason}; nothing was changed")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What the database engine reported.
+        reason: String,
+    },
+    /// The embedded database failed.
+    #[error("registry database error: {0}")]
+    Database(#[from] redb::Error),
+    /// A stored record could not be decoded.
+    #[error("stored {table} record {key:?} cannot be decoded: {source}")]
+    Decode {
+        /// Table name.
+        table: &'static str,
+        /// Record key.
+        key: String,
+        /// Decoder error.
+        source: serde_json::Error,
+    },
+    /// A record could not be encoded.
+    #[error("cannot encode record: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Result alias for storage operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One change to persist. A batch of changes is applied atomically.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Insert or replace a namespace.
+    PutNamespace(Namespace),
+    /// Remove a namespace by id.
+    DeleteNamespace(String),
+    /// Insert or replace a service.
+    PutService(Service),
+    /// Remove a service by id.
+    DeleteService(String),
+    /// Insert or replace an instance.
+    PutInstance(Instance),
+    /// Remove an instance.
+    DeleteInstance {
+        /// Its service.
+        service_id: String,
+        /// Its id.
+        instance_id: String,
+    },
+    /// Insert or replace an operation record.
+    PutOperation(Operation),
+    /// Remove an operation record (retention).
+    DeleteOperation(String),
+}
+
+/// Everything a store holds, as loaded at start-up.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// All namespaces.
+    pub namespaces: Vec<Namespace>,
+    /// All services.
+    pub services: Vec<Service>,
+    /// All instances.
+    pub instances: Vec<Instance>,
+    /// All retained operation records.
+    pub operations: Vec<Operation>,
+}
+
+/// Durable storage for the registry.
+pub trait Store: Send + Sync {
+    /// Reads everything back.
+    fn load(&self) -> StoreResult<Snapshot>;
+    /// Persists a batch atomically; once this returns `Ok` the changes survive
+    /// a crash of the process or the machine.
+    fn commit(&self, changes: &[Change]) -> StoreResult<()>;
+}
+
+/// A store that keeps nothing (for unit tests of pure logic and for
+/// `--data-dir`-less experiments). Writes are acknowledged and forgotten.
+#[derive(Debug, Default)]
+pub struct MemoryStore;
+
+impl Store for MemoryStore {
+    fn load(&self) -> StoreResult<Snapshot> {
+        Ok(Snapshot::default())
+    }
+
+    fn commit(&self, _changes: &[Change]) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
+const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
+const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("instances");
+const OPERATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("operations");
+
+/// The marker identifying a Waymark registry database.
+const FORMAT: &str = "waymark-registry";
+/// The on-disk schema version this build reads and writes.
+const SCHEMA_VERSION: &str = "1";
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "registry.redb";
+/// The lock file that keeps two processes off one data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The embedded ACID store: one redb file in the data directory, every commit
+/// fsynced before it is acknowledged.
+pub struct RedbStore {
+    db: Database,
+    // Held for the lifetime of the store: the OS releases the lock when the
+    // process exits, even on SIGKILL, so a crash never leaves a stale lock.
+    _lock: File,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl RedbStore {
+    /// Opens (or initialises) the registry in `dir`.
+    ///
+    /// Refuses — without changing anything — a directory that holds other
+    /// files but no registry, a database not written by Waymark, a damaged
+    /// database, and a directory another process is using.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::Foreign {
+                path: dir.to_path_buf(),
+                reason: "it is not a directory".into(),
+            });
+        }
+        let db_path = dir.join(DB_FILE);
+        if dir.is_dir() && !db_path.exists() {
+            let foreign: Vec<String> = fs::read_dir(dir)
+                .map_err(io_err(dir))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name != LOCK_FILE)
+                .collect();
+            if !foreign.is_empty() {
+                return Err(StoreError::Foreign {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "it already contains other files ({}) but no {DB_FILE}",
+                        foreign.join(", ")
+                    ),
+                });
+            }
+        }
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = Self::lock(dir)?;
+
+        let existed = db_path.exists();
+        let corrupt = |e: redb::DatabaseError| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: dir.to_path_buf(),
+                holder: None,
+            },
+            other => StoreError::Corrupt {
+                path: db_path.clone(),
+                reason: other.to_string(),
+            },
+        };
+        let db = if existed {
+            Database::open(&db_path).map_err(corrupt)?
+        } else {
+            Database::create(&db_path).map_err(corrupt)?
+        };
+        let store = Self {
+            db,
+            _lock: lock,
+            path: db_path,
+        };
+        store.check_or_init_meta(existed)?;
+        Ok(store)
+    }
+
+    /// Takes the directory lock and records our pid in it for error messages.
+    fn lock(dir: &Path) -> StoreResult<File> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim().to_string();
+                return Err(StoreError::InUse {
+                    path: dir.to_path_buf(),
+                    holder: (!holder.is_empty()).then_some(holder),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+        }
+        file.set_len(0).map_err(io_err(&path))?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
+        write!(file, "{}", std::process::id()).map_err(io_err(&path))?;
+        Ok(file)
+    }
+
+    fn check_or_init_meta(&self, existed: bool) -> StoreResult<()> {
+        let foreign = |reason: String| StoreError::Foreign {
+            path: self.path.clone(),
+            reason,
+        };
+        if existed {
+            let read = self.db.begin_read().map_err(redb::Error::from)?;
+            let meta = match read.open_table(META) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => {
+                    return Err(foreign("the database has no waymark metadata".into()));
+                }
+                Err(e) => return Err(redb::Error::from(e).into()),
+            };
+            let format = meta.get("format").map_err(redb::Error::from)?;
+            match format.as_ref().map(|v| v.value()) {
+                Some(FORMAT) => {}
+                other => {
+                    return Err(foreign(format!(
+                        "the database format is {other:?}, expected {FORMAT:?}"
+                    )));
+                }
+            }
+            let version = meta.get("schema").map_err(redb::Error::from)?;
+            match version.as_ref().map(|v| v.value()) {
+                Some(SCHEMA_VERSION) => Ok(()),
+                other => Err(foreign(format!(
+                    "schema version {other:?} is not supported by this build (expects {SCHEMA_VERSION})"
+                ))),
+            }
+        } else {
+            let mut txn = self.db.begin_write().map_err(redb::Error::from)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(redb::Error::from)?;
+            {
+                let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
+                meta.insert("format", FORMAT).map_err(redb::Error::from)?;
+                meta.insert("schema", SCHEMA_VERSION)
+                    .map_err(redb::Error::from)?;
+                // Create the data tables up front so readers never race their creation.
+                txn.open_table(NAMESPACES).map_err(redb::Error::from)?;
+                txn.open_table(SERVICES).map_err(redb::Error::from)?;
+                txn.open_table(INSTANCES).map_err(redb::Error::from)?;
+                txn.open_table(OPERATIONS).map_err(redb::Error::from)?;
+            }
+            txn.commit().map_err(redb::Error::from)?;
+            Ok(())
+        }
+    }
+
+    /// The database file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    key: impl Into<String>,
+    bytes: &[u8],
+) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+        table,
+        key: key.into(),
+        source,
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(StoreError::Encode)
+}
+
+impl Store for RedbStore {
+    fn load(&self) -> StoreResult<Snapshot> {
+        let read = self.db.begin_read().map_err(redb::Error::from)?;
+        let mut snap = Snapshot::default();
+        let ns = read.open_table(NAMESPACES).map_err(redb::Error::from)?;
+        for row in ns.iter().map_err(redb::Error::from)? {
+            let (k, v) = row.map_err(redb::Error::from)?;
+            snap.namespaces
+                .push(decode("namespaces", k.value(), v.value())?);
+        }
+        let svc = read.open_table(SERVICES).map_err(redb::Error::from)?;
+        for row in svc.iter().map_err(redb::Error::from)? {
+            let (k, v) = row.map_err(redb::Error::from)?;
+            snap.services.push(decode("services", k.value(), v.value())?);
+        }
+        let inst = read.open_table(INSTANCES).map_err(redb::Error::from)?;
+        for row in inst.iter().map_err(redb::Error::from)? {
+            let (k, v) = row.map_err(redb::Error::from)?;
+            let (s, i) = k.value();
+            snap.instances
+                .push(decode("instances", format!("{s}/{i}"), v.value())?);
+        }
+        let ops = read.open_table(OPERATIONS).map_err(redb::Error::from)?;
+        for row in ops.iter().map_err(redb::Error::from)? {
+            let (k, v) = row.map_err(redb::Error::from)?;
+            snap.operations
+                .push(decode("operations", k.value(), v.value())?);
+        }
+        Ok(snap)
+    }
+
+    fn commit(&self, changes: &[Change]) -> StoreResult<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(redb::Error::from)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        {
+            let mut ns = txn.open_table(NAMESPACES).map_err(redb::Error::from)?;
+            let mut svc = txn.open_table(SERVICES).map_err(redb::Error::from)?;
+            let mut inst = txn.open_table(INSTANCES).map_err(redb::Error::from)?;
+            let mut ops = txn.open_table(OPERATIONS).map_err(redb::Error::from)?;
+            for change in changes {
+                match change {
+                    Change::PutNamespace(n) => {
+                        ns.insert(n.id.as_str(), encode(n)?.as_slice())
+                            .map_err(redb::Error::from)?;
+                    }
+                    Change::DeleteNamespace(id) => {
+                        ns.remove(id.as_str()).map_err(redb::Error::from)?;
+                    }
+                    Change::PutService(s) => {
+                        svc.insert(s.id.as_str(), encode(s)?.as_slice())
+                            .map_err(redb::Error::from)?;
+                    }
+                    Change::DeleteService(id) => {
+                        svc.remove(id.as_str()).map_err(redb::Error::from)?;
+                    }
+                    Change::PutInstance(i) => {
+                        inst.insert(
+                            (i.service_id.as_str(), i.id.as_str()),
+                            encode(i)?.as_slice(),
+                        )
+                        .map_err(redb::Error::from)?;
+                    }
+                    Change::DeleteInstance {
+                        service_id,
+                        instance_id,
+                    } => {
+                        inst.remove((service_id.as_str(), instance_id.as_str()))
+                            .map_err(redb::Error::from)?;
+                    }
+                    Change::PutOperation(o) => {
+                        ops.insert(o.id.as_str(), encode(o)?.as_slice())
+                            .map_err(redb::Error::from)?;
+                    }
+                    Change::DeleteOperation(id) => {
+                        ops.remove(id.as_str()).map_err(redb::Error::from)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(redb::Error::from)?;
+        Ok(())
+    }
+}
