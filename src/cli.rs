@@ -38,7 +38,13 @@ pub struct Cli {
     #[arg(long, env = "WAYMARK_LOG", default_value = "info", global = true)]
     pub log: String,
     /// Log format.
-    #[arg(long, env = "WAYMARK_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "WAYMARK_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -114,8 +120,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         ..RegistryConfig::default()
     };
     // Loading reads the whole store; keep it off the async workers.
-    let registry = tokio::task::spawn_blocking(move || Registry::open(Box::new(store), config))
-        .await??;
+    let registry =
+        tokio::task::spawn_blocking(move || Registry::open(Box::new(store), config)).await??;
     let registry = Arc::new(registry);
     {
         let index = registry.read();

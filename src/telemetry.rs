@@ -123,10 +123,15 @@ impl Collector for RegistryCollector {
         self.instances.set(index.instance_count() as i64);
         self.operations.set(index.operation_count() as i64);
         drop(index);
-        [&self.namespaces, &self.services, &self.instances, &self.operations]
-            .iter()
-            .flat_map(|m| m.collect())
-            .collect()
+        [
+            &self.namespaces,
+            &self.services,
+            &self.instances,
+            &self.operations,
+        ]
+        .iter()
+        .flat_map(|m| m.collect())
+        .collect()
     }
 }
 
@@ -207,7 +212,10 @@ impl Telemetry {
 
 async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         t.render(),
     )
 }

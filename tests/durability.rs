@@ -75,7 +75,13 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["durability_child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "durability_child_writer",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -129,6 +135,9 @@ fn acknowledged_writes_survive_sigkill() {
     // Writes are atomic: the revision counts exactly the registered
     // instances, whether or not the in-flight write made it.
     let present = entry.instances.len();
-    assert!(present == acked.len() || present == acked.len() + 1, "{present} instances");
+    assert!(
+        present == acked.len() || present == acked.len() + 1,
+        "{present} instances"
+    );
     assert_eq!(entry.service.revision, present as u64);
 }

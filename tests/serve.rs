@@ -87,7 +87,12 @@ fn serve_exposes_metrics_and_health_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
     let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     assert!(log.contains("SIGTERM received"), "{log}");
 }
 
@@ -108,7 +113,10 @@ fn a_second_process_on_the_same_data_dir_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another waymark process"), "{err}");
-    assert!(err.contains(&first.id().to_string()), "names the holder: {err}");
+    assert!(
+        err.contains(&first.id().to_string()),
+        "names the holder: {err}"
+    );
     // The first one is unaffected.
     assert_eq!(get(port, "/healthz").unwrap().0, 200);
     sigterm(&first);
@@ -123,20 +131,39 @@ fn foreign_and_corrupt_data_dirs_are_refused_and_left_alone() {
     std::fs::write(foreign.join("important.txt"), "keep me").unwrap();
     let port = free_port().to_string();
     let addr = format!("127.0.0.1:{port}");
-    let out = run(&["serve", "--data-dir", foreign.to_str().unwrap(), "--metrics-addr", &addr]);
+    let out = run(&[
+        "serve",
+        "--data-dir",
+        foreign.to_str().unwrap(),
+        "--metrics-addr",
+        &addr,
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a waymark data directory"), "{err}");
-    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1, "nothing created or deleted");
+    assert_eq!(
+        std::fs::read_dir(&foreign).unwrap().count(),
+        1,
+        "nothing created or deleted"
+    );
 
     let corrupt = dir.path().join("corrupt");
     std::fs::create_dir(&corrupt).unwrap();
     std::fs::write(corrupt.join("registry.redb"), b"not a database at all").unwrap();
-    let out = run(&["serve", "--data-dir", corrupt.to_str().unwrap(), "--metrics-addr", &addr]);
+    let out = run(&[
+        "serve",
+        "--data-dir",
+        corrupt.to_str().unwrap(),
+        "--metrics-addr",
+        &addr,
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("corrupt or unreadable"), "{err}");
-    assert_eq!(std::fs::read(corrupt.join("registry.redb")).unwrap(), b"not a database at all");
+    assert_eq!(
+        std::fs::read(corrupt.join("registry.redb")).unwrap(),
+        b"not a database at all"
+    );
 }
 
 #[test]
@@ -183,7 +210,13 @@ fn metrics_port_in_use_is_a_clear_error() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&["serve", "--data-dir", dir.path().join("d").to_str().unwrap(), "--metrics-addr", &addr]);
+    let out = run(&[
+        "serve",
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+        "--metrics-addr",
+        &addr,
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on"), "{err}");

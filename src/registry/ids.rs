@@ -120,7 +120,8 @@ mod tests {
     use super::*;
 
     fn lower_alnum(s: &str) -> bool {
-        s.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        s.chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
     }
 
     #[test]
@@ -143,7 +144,10 @@ mod tests {
             arn,
             "arn:aws:servicediscovery:us-east-1:000000000000:service/srv-p5zdwlg5uvvzjita"
         );
-        assert_eq!(strip_arn(&arn, ResourceKind::Service), "srv-p5zdwlg5uvvzjita");
+        assert_eq!(
+            strip_arn(&arn, ResourceKind::Service),
+            "srv-p5zdwlg5uvvzjita"
+        );
         assert_eq!(strip_arn("srv-x", ResourceKind::Service), "srv-x");
         assert_eq!(
             parse_arn(&scope.namespace_arn("ns-a")),

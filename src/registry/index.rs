@@ -112,8 +112,12 @@ impl Index {
                 let key = self.service_name_key(&svc.namespace_id, &svc.name);
                 let instances = match self.services.remove(&svc.id) {
                     Some(old) => {
-                        let old_key = self.service_name_key(&old.service.namespace_id, &old.service.name);
-                        if let Some(names) = self.services_by_namespace.get_mut(&old.service.namespace_id) {
+                        let old_key =
+                            self.service_name_key(&old.service.namespace_id, &old.service.name);
+                        if let Some(names) = self
+                            .services_by_namespace
+                            .get_mut(&old.service.namespace_id)
+                        {
                             names.remove(&old_key);
                         }
                         old.instances
@@ -135,7 +139,10 @@ impl Index {
             Change::DeleteService(id) => {
                 if let Some(old) = self.services.remove(&id) {
                     let key = self.service_name_key(&old.service.namespace_id, &old.service.name);
-                    if let Some(names) = self.services_by_namespace.get_mut(&old.service.namespace_id) {
+                    if let Some(names) = self
+                        .services_by_namespace
+                        .get_mut(&old.service.namespace_id)
+                    {
                         names.remove(&key);
                     }
                     self.instance_count -= old.instances.len();
@@ -160,7 +167,8 @@ impl Index {
             }
             Change::PutOperation(op) => {
                 if let Some(old) = self.operations.get(&op.id) {
-                    self.operation_order.remove(&(old.create_date, old.id.clone()));
+                    self.operation_order
+                        .remove(&(old.create_date, old.id.clone()));
                 }
                 self.operation_order.insert((op.create_date, op.id.clone()));
                 if let Some(r) = &op.request_id {
@@ -170,7 +178,8 @@ impl Index {
             }
             Change::DeleteOperation(id) => {
                 if let Some(old) = self.operations.remove(&id) {
-                    self.operation_order.remove(&(old.create_date, old.id.clone()));
+                    self.operation_order
+                        .remove(&(old.create_date, old.id.clone()));
                     if let Some(r) = &old.request_id
                         && self.operation_by_request.get(r) == Some(&old.id)
                     {

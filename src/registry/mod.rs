@@ -422,12 +422,15 @@ impl Registry {
         });
         if let Some(ns) = existing {
             // A retry of the same request returns the original operation.
-            if req.creator_request_id.is_some() && ns.creator_request_id == req.creator_request_id {
-                if let Some(op) =
-                    Self::replay(&index, req.creator_request_id.as_deref(), OperationType::CreateNamespace)
-                {
-                    return Ok(op);
-                }
+            if req.creator_request_id.is_some()
+                && ns.creator_request_id == req.creator_request_id
+                && let Some(op) = Self::replay(
+                    &index,
+                    req.creator_request_id.as_deref(),
+                    OperationType::CreateNamespace,
+                )
+            {
+                return Ok(op);
             }
             return Err(Error::NamespaceAlreadyExists {
                 name: req.name,
@@ -471,7 +474,12 @@ impl Registry {
     }
 
     /// Updates a namespace's description and SOA TTL.
-    pub fn update_namespace(&self, id: &str, update: UpdateNamespace, actor: &Owner) -> Result<Operation> {
+    pub fn update_namespace(
+        &self,
+        id: &str,
+        update: UpdateNamespace,
+        actor: &Owner,
+    ) -> Result<Operation> {
         let id = ids::strip_arn(id, ResourceKind::Namespace);
         if let Some(d) = &update.description {
             description(d)?;
@@ -481,7 +489,11 @@ impl Registry {
         }
         let _w = self.lock_writer();
         let index = self.read();
-        if let Some(op) = Self::replay(&index, update.updater_request_id.as_deref(), OperationType::UpdateNamespace) {
+        if let Some(op) = Self::replay(
+            &index,
+            update.updater_request_id.as_deref(),
+            OperationType::UpdateNamespace,
+        ) {
             return Ok(op);
         }
         let mut ns = index
@@ -623,8 +635,10 @@ impl Registry {
                 hc
             }),
             // Cloud Map no longer supports the custom threshold and reports 1.
-            health_check_custom_config: req.health_check_custom_config.map(|_| HealthCheckCustomConfig {
-                failure_threshold: Some(1),
+            health_check_custom_config: req.health_check_custom_config.map(|_| {
+                HealthCheckCustomConfig {
+                    failure_threshold: Some(1),
+                }
             }),
             attributes: Attributes::new(),
             creator_request_id: req.creator_request_id,
@@ -642,7 +656,12 @@ impl Registry {
     /// Updates a service (Cloud Map's `UpdateService`): TTLs may change but
     /// record types may not; the health check is replaced, and removed when
     /// omitted; custom health cannot be added or removed.
-    pub fn update_service(&self, id: &str, update: UpdateService, actor: &Owner) -> Result<Operation> {
+    pub fn update_service(
+        &self,
+        id: &str,
+        update: UpdateService,
+        actor: &Owner,
+    ) -> Result<Operation> {
         let id = ids::strip_arn(id, ResourceKind::Service);
         if let Some(d) = &update.description {
             description(d)?;
@@ -659,7 +678,8 @@ impl Registry {
         check_owner(|| format!("service {}", svc.name), &svc.owner, actor)?;
         if update.health_check_config.is_some() && svc.health_check_custom_config.is_some() {
             return Err(Error::InvalidInput(
-                "a service with HealthCheckCustomConfig cannot also have a HealthCheckConfig".into(),
+                "a service with HealthCheckCustomConfig cannot also have a HealthCheckConfig"
+                    .into(),
             ));
         }
         if let Some(records) = update.dns_records {
@@ -719,7 +739,11 @@ impl Registry {
         let entry = index
             .service(id)
             .ok_or_else(|| Error::ServiceNotFound(id.to_string()))?;
-        check_owner(|| format!("service {}", entry.service.name), &entry.service.owner, actor)?;
+        check_owner(
+            || format!("service {}", entry.service.name),
+            &entry.service.owner,
+            actor,
+        )?;
         if !entry.instances.is_empty() {
             return Err(Error::ResourceInUse(format!(
                 "service {} still has {} instance(s); deregister them first",
@@ -732,7 +756,12 @@ impl Registry {
     }
 
     /// Adds or replaces service attributes (at most 30 in all).
-    pub fn update_service_attributes(&self, id: &str, attrs: Attributes, actor: &Owner) -> Result<()> {
+    pub fn update_service_attributes(
+        &self,
+        id: &str,
+        attrs: Attributes,
+        actor: &Owner,
+    ) -> Result<()> {
         let id = ids::strip_arn(id, ResourceKind::Service);
         if attrs.is_empty() || attrs.len() > MAX_SERVICE_ATTRIBUTES {
             return Err(Error::InvalidInput(format!(
@@ -762,7 +791,12 @@ impl Registry {
     }
 
     /// Removes service attributes by key (unknown keys are ignored).
-    pub fn delete_service_attributes(&self, id: &str, keys: &[String], actor: &Owner) -> Result<()> {
+    pub fn delete_service_attributes(
+        &self,
+        id: &str,
+        keys: &[String],
+        actor: &Owner,
+    ) -> Result<()> {
         let id = ids::strip_arn(id, ResourceKind::Service);
         if keys.is_empty() || keys.len() > MAX_SERVICE_ATTRIBUTES {
             return Err(Error::InvalidInput(format!(
@@ -819,8 +853,11 @@ impl Registry {
             // A retry with the same token and attributes returns the original operation.
             if record
                 && old.attributes == req.attributes
-                && let Some(op) =
-                    Self::replay(&index, req.creator_request_id.as_deref(), OperationType::RegisterInstance)
+                && let Some(op) = Self::replay(
+                    &index,
+                    req.creator_request_id.as_deref(),
+                    OperationType::RegisterInstance,
+                )
                 && op.targets.get(&TargetType::Instance) == Some(&req.instance_id)
             {
                 return Ok(WriteOutcome {
@@ -840,7 +877,11 @@ impl Registry {
         let health = match existing {
             Some(old) => old.health,
             None if entry.service.health_check_custom_config.is_some() => {
-                match req.attributes.get(AWS_INIT_HEALTH_STATUS).map(String::as_str) {
+                match req
+                    .attributes
+                    .get(AWS_INIT_HEALTH_STATUS)
+                    .map(String::as_str)
+                {
                     Some("UNHEALTHY") => HealthStatus::Unhealthy,
                     _ => HealthStatus::Healthy,
                 }
@@ -860,7 +901,9 @@ impl Registry {
         };
         let mut changes = Vec::new();
         let changed = existing.is_none_or(|o| {
-            changed_attrs || o.owner != inst.owner || o.creator_request_id != inst.creator_request_id
+            changed_attrs
+                || o.owner != inst.owner
+                || o.creator_request_id != inst.creator_request_id
         });
         if changed_attrs {
             let mut svc = entry.service.clone();
@@ -875,7 +918,10 @@ impl Registry {
                 &index,
                 &mut changes,
                 OperationType::RegisterInstance,
-                &[(TargetType::Instance, &req.instance_id), (TargetType::Service, &service_id)],
+                &[
+                    (TargetType::Instance, &req.instance_id),
+                    (TargetType::Service, &service_id),
+                ],
                 req.creator_request_id.as_deref(),
             )
         });
@@ -885,7 +931,12 @@ impl Registry {
     }
 
     /// Deregisters an instance; the service's revision grows.
-    pub fn deregister_instance(&self, service_id: &str, instance_id: &str, actor: &Owner) -> Result<WriteOutcome> {
+    pub fn deregister_instance(
+        &self,
+        service_id: &str,
+        instance_id: &str,
+        actor: &Owner,
+    ) -> Result<WriteOutcome> {
         let service_id = ids::strip_arn(service_id, ResourceKind::Service);
         let _w = self.lock_writer();
         let index = self.read();
@@ -918,7 +969,10 @@ impl Registry {
                 &index,
                 &mut changes,
                 OperationType::DeregisterInstance,
-                &[(TargetType::Instance, instance_id), (TargetType::Service, service_id)],
+                &[
+                    (TargetType::Instance, instance_id),
+                    (TargetType::Service, service_id),
+                ],
                 None,
             )
         });
@@ -941,7 +995,9 @@ impl Registry {
     ) -> Result<bool> {
         let service_id = ids::strip_arn(service_id, ResourceKind::Service);
         if status == HealthStatus::Unknown {
-            return Err(Error::InvalidInput("Status must be HEALTHY or UNHEALTHY".into()));
+            return Err(Error::InvalidInput(
+                "Status must be HEALTHY or UNHEALTHY".into(),
+            ));
         }
         {
             let index = self.read();

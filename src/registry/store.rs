@@ -162,7 +162,9 @@ pub struct RedbStore {
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore").field("path", &self.path).finish()
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -346,7 +348,8 @@ impl Store for RedbStore {
         let svc = read.open_table(SERVICES).map_err(redb::Error::from)?;
         for row in svc.iter().map_err(redb::Error::from)? {
             let (k, v) = row.map_err(redb::Error::from)?;
-            snap.services.push(decode("services", k.value(), v.value())?);
+            snap.services
+                .push(decode("services", k.value(), v.value())?);
         }
         let inst = read.open_table(INSTANCES).map_err(redb::Error::from)?;
         for row in inst.iter().map_err(redb::Error::from)? {

@@ -32,7 +32,13 @@ fn create_ns(reg: &Registry, name: &str, kind: NamespaceType) -> String {
     op.targets[&TargetType::Namespace].clone()
 }
 
-fn create_svc(reg: &Registry, ns: &str, name: &str, dns: Option<DnsConfig>, custom: bool) -> Service {
+fn create_svc(
+    reg: &Registry,
+    ns: &str,
+    name: &str,
+    dns: Option<DnsConfig>,
+    custom: bool,
+) -> Service {
     reg.create_service(CreateService {
         name: name.into(),
         namespace_id: ns.into(),
@@ -50,7 +56,13 @@ fn create_svc(reg: &Registry, ns: &str, name: &str, dns: Option<DnsConfig>, cust
     .unwrap()
 }
 
-fn register(reg: &Registry, svc: &str, id: &str, a: &[(&str, &str)], owner: Owner) -> Result<WriteOutcome> {
+fn register(
+    reg: &Registry,
+    svc: &str,
+    id: &str,
+    a: &[(&str, &str)],
+    owner: Owner,
+) -> Result<WriteOutcome> {
     reg.register_instance(RegisterInstance {
         service_id: svc.into(),
         instance_id: id.into(),
@@ -77,17 +89,39 @@ fn revision_grows_on_register_attribute_change_and_deregister_but_not_on_health(
     let svc = create_svc(&reg, &ns, "inventory-manager", a_records(), true);
     let rev = || reg.read().service(&svc.id).unwrap().service.revision;
     assert_eq!(rev(), 0);
-    register(&reg, &svc.id, "i1", &[(AWS_INSTANCE_IPV4, "10.0.0.1")], Owner::Api).unwrap();
+    register(
+        &reg,
+        &svc.id,
+        "i1",
+        &[(AWS_INSTANCE_IPV4, "10.0.0.1")],
+        Owner::Api,
+    )
+    .unwrap();
     assert_eq!(rev(), 1);
     // Same attributes again: an update with no change keeps the revision.
-    let out = register(&reg, &svc.id, "i1", &[(AWS_INSTANCE_IPV4, "10.0.0.1")], Owner::Api).unwrap();
+    let out = register(
+        &reg,
+        &svc.id,
+        "i1",
+        &[(AWS_INSTANCE_IPV4, "10.0.0.1")],
+        Owner::Api,
+    )
+    .unwrap();
     assert!(!out.changed);
     assert_eq!(rev(), 1);
-    register(&reg, &svc.id, "i1", &[(AWS_INSTANCE_IPV4, "10.0.0.2")], Owner::Api).unwrap();
+    register(
+        &reg,
+        &svc.id,
+        "i1",
+        &[(AWS_INSTANCE_IPV4, "10.0.0.2")],
+        Owner::Api,
+    )
+    .unwrap();
     assert_eq!(rev(), 2);
-    assert!(reg
-        .update_custom_health(&svc.id, "i1", HealthStatus::Unhealthy, &Owner::Api)
-        .unwrap());
+    assert!(
+        reg.update_custom_health(&svc.id, "i1", HealthStatus::Unhealthy, &Owner::Api)
+            .unwrap()
+    );
     assert_eq!(rev(), 2, "health changes never move the revision");
     assert_eq!(
         reg.read().instance(&svc.id, "i1").unwrap().health,
@@ -103,10 +137,23 @@ fn init_health_status_is_honoured_and_defaults_to_healthy() {
     let ns = create_ns(&reg, "api", NamespaceType::Http);
     let svc = create_svc(&reg, &ns, "db", None, true);
     register(&reg, &svc.id, "a", &[("tablename", "UserAuth")], Owner::Api).unwrap();
-    register(&reg, &svc.id, "b", &[(AWS_INIT_HEALTH_STATUS, "UNHEALTHY")], Owner::Api).unwrap();
+    register(
+        &reg,
+        &svc.id,
+        "b",
+        &[(AWS_INIT_HEALTH_STATUS, "UNHEALTHY")],
+        Owner::Api,
+    )
+    .unwrap();
     let index = reg.read();
-    assert_eq!(index.instance(&svc.id, "a").unwrap().health, HealthStatus::Healthy);
-    assert_eq!(index.instance(&svc.id, "b").unwrap().health, HealthStatus::Unhealthy);
+    assert_eq!(
+        index.instance(&svc.id, "a").unwrap().health,
+        HealthStatus::Healthy
+    );
+    assert_eq!(
+        index.instance(&svc.id, "b").unwrap().health,
+        HealthStatus::Unhealthy
+    );
 }
 
 #[test]
@@ -143,7 +190,10 @@ fn namespace_and_service_name_conflicts_and_idempotent_retries() {
     };
     let op1 = reg.create_namespace(req.clone()).unwrap();
     let op2 = reg.create_namespace(req.clone()).unwrap();
-    assert_eq!(op1.id, op2.id, "a retried request returns the same operation");
+    assert_eq!(
+        op1.id, op2.id,
+        "a retried request returns the same operation"
+    );
     let err = reg
         .create_namespace(CreateNamespace {
             creator_request_id: Some("req-2".into()),
@@ -187,8 +237,18 @@ fn deleting_non_empty_resources_is_refused() {
     let ns = create_ns(&reg, "api", NamespaceType::Http);
     let svc = create_svc(&reg, &ns, "db", None, false);
     register(&reg, &svc.id, "a", &[], Owner::Api).unwrap();
-    assert_eq!(reg.delete_namespace(&ns, &Owner::Api).unwrap_err().aws_type(), "ResourceInUse");
-    assert_eq!(reg.delete_service(&svc.id, &Owner::Api).unwrap_err().aws_type(), "ResourceInUse");
+    assert_eq!(
+        reg.delete_namespace(&ns, &Owner::Api)
+            .unwrap_err()
+            .aws_type(),
+        "ResourceInUse"
+    );
+    assert_eq!(
+        reg.delete_service(&svc.id, &Owner::Api)
+            .unwrap_err()
+            .aws_type(),
+        "ResourceInUse"
+    );
     reg.deregister_instance(&svc.id, "a", &Owner::Api).unwrap();
     reg.delete_service(&svc.id, &Owner::Api).unwrap();
     reg.delete_namespace(&ns, &Owner::Api).unwrap();
@@ -200,16 +260,30 @@ fn controller_and_api_never_touch_each_others_instances() {
     let reg = Registry::in_memory();
     let ns = create_ns(&reg, "api", NamespaceType::Http);
     let svc = create_svc(&reg, &ns, "db", None, false);
-    register(&reg, &svc.id, "pod-a", &[], controller("ServiceDiscovery shop/db")).unwrap();
+    register(
+        &reg,
+        &svc.id,
+        "pod-a",
+        &[],
+        controller("ServiceDiscovery shop/db"),
+    )
+    .unwrap();
     register(&reg, &svc.id, "manual", &[], Owner::Api).unwrap();
 
     let err = register(&reg, &svc.id, "pod-a", &[("x", "y")], Owner::Api).unwrap_err();
     assert_eq!(err.aws_type(), "ResourceInUse");
-    assert!(err.to_string().contains("ServiceDiscovery shop/db"), "{err}");
-    assert!(reg.deregister_instance(&svc.id, "pod-a", &Owner::Api).is_err());
-    assert!(reg
-        .deregister_instance(&svc.id, "manual", &controller("ServiceDiscovery shop/db"))
-        .is_err());
+    assert!(
+        err.to_string().contains("ServiceDiscovery shop/db"),
+        "{err}"
+    );
+    assert!(
+        reg.deregister_instance(&svc.id, "pod-a", &Owner::Api)
+            .is_err()
+    );
+    assert!(
+        reg.deregister_instance(&svc.id, "manual", &controller("ServiceDiscovery shop/db"))
+            .is_err()
+    );
     // A controller of another cluster cannot take over either.
     let other = Owner::Controller {
         cluster: "c2".into(),
@@ -231,7 +305,16 @@ fn invalid_input_is_rejected_before_anything_changes() {
     let err = register(&reg, &svc.id, "i1", &[("port", "80")], Owner::Api).unwrap_err();
     assert_eq!(err.aws_type(), "InvalidInput");
     assert!(err.to_string().contains(AWS_INSTANCE_IPV4));
-    assert!(register(&reg, &svc.id, "bad id", &[(AWS_INSTANCE_IPV4, "10.0.0.1")], Owner::Api).is_err());
+    assert!(
+        register(
+            &reg,
+            &svc.id,
+            "bad id",
+            &[(AWS_INSTANCE_IPV4, "10.0.0.1")],
+            Owner::Api
+        )
+        .is_err()
+    );
     let index = reg.read();
     assert_eq!(index.instance_count(), 0);
     assert_eq!(index.service(&svc.id).unwrap().service.revision, 0);
@@ -275,7 +358,16 @@ fn update_service_changes_ttls_but_not_record_types() {
         )
         .unwrap();
     assert_eq!(op.kind, OperationType::UpdateService);
-    let ttl = reg.read().service(&svc.id).unwrap().service.dns_config.as_ref().unwrap().records[0].ttl;
+    let ttl = reg
+        .read()
+        .service(&svc.id)
+        .unwrap()
+        .service
+        .dns_config
+        .as_ref()
+        .unwrap()
+        .records[0]
+        .ttl;
     assert_eq!(ttl, 60);
     let err = reg
         .update_service(
@@ -299,12 +391,24 @@ fn service_attributes_are_limited_to_thirty() {
     let ns = create_ns(&reg, "api", NamespaceType::Http);
     let svc = create_svc(&reg, &ns, "db", None, false);
     let first: Attributes = (0..20).map(|i| (format!("k{i}"), "v".into())).collect();
-    reg.update_service_attributes(&svc.id, first, &Owner::Api).unwrap();
+    reg.update_service_attributes(&svc.id, first, &Owner::Api)
+        .unwrap();
     let more: Attributes = (20..31).map(|i| (format!("k{i}"), "v".into())).collect();
-    let err = reg.update_service_attributes(&svc.id, more, &Owner::Api).unwrap_err();
+    let err = reg
+        .update_service_attributes(&svc.id, more, &Owner::Api)
+        .unwrap_err();
     assert_eq!(err.aws_type(), "ServiceAttributesLimitExceededException");
-    reg.delete_service_attributes(&svc.id, &["k0".into()], &Owner::Api).unwrap();
-    assert_eq!(reg.read().service(&svc.id).unwrap().service.attributes.len(), 19);
+    reg.delete_service_attributes(&svc.id, &["k0".into()], &Owner::Api)
+        .unwrap();
+    assert_eq!(
+        reg.read()
+            .service(&svc.id)
+            .unwrap()
+            .service
+            .attributes
+            .len(),
+        19
+    );
 }
 
 #[test]
@@ -312,15 +416,46 @@ fn tags_by_arn() {
     let reg = Registry::in_memory();
     let ns = create_ns(&reg, "api", NamespaceType::Http);
     let arn = reg.config().scope.namespace_arn(&ns);
-    reg.tag_resource(&arn, vec![Tag { key: "team".into(), value: "a".into() }]).unwrap();
-    reg.tag_resource(&arn, vec![Tag { key: "team".into(), value: "b".into() }]).unwrap();
-    assert_eq!(reg.list_tags(&arn).unwrap(), vec![Tag { key: "team".into(), value: "b".into() }]);
+    reg.tag_resource(
+        &arn,
+        vec![Tag {
+            key: "team".into(),
+            value: "a".into(),
+        }],
+    )
+    .unwrap();
+    reg.tag_resource(
+        &arn,
+        vec![Tag {
+            key: "team".into(),
+            value: "b".into(),
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        reg.list_tags(&arn).unwrap(),
+        vec![Tag {
+            key: "team".into(),
+            value: "b".into()
+        }]
+    );
     reg.untag_resource(&arn, &["team".into()]).unwrap();
     assert!(reg.list_tags(&arn).unwrap().is_empty());
-    let too_many: Vec<Tag> = (0..51).map(|i| Tag { key: format!("k{i}"), value: String::new() }).collect();
-    assert_eq!(reg.tag_resource(&arn, too_many).unwrap_err().aws_type(), "TooManyTagsException");
+    let too_many: Vec<Tag> = (0..51)
+        .map(|i| Tag {
+            key: format!("k{i}"),
+            value: String::new(),
+        })
+        .collect();
+    assert_eq!(
+        reg.tag_resource(&arn, too_many).unwrap_err().aws_type(),
+        "TooManyTagsException"
+    );
     let missing = reg.config().scope.service_arn("srv-missing");
-    assert_eq!(reg.list_tags(&missing).unwrap_err().aws_type(), "ResourceNotFoundException");
+    assert_eq!(
+        reg.list_tags(&missing).unwrap_err().aws_type(),
+        "ResourceNotFoundException"
+    );
 }
 
 #[test]
@@ -340,7 +475,11 @@ fn operation_records_are_retained_up_to_the_limit() {
     }
     let index = reg.read();
     assert_eq!(index.operation_count(), 3);
-    assert!(index.operations().all(|o| o.kind == OperationType::RegisterInstance));
+    assert!(
+        index
+            .operations()
+            .all(|o| o.kind == OperationType::RegisterInstance)
+    );
 }
 
 #[test]
@@ -368,17 +507,40 @@ fn redb_store_restores_exactly_the_same_registry() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (ns, svc, op_count, snapshot) = {
-        let reg = Registry::open(Box::new(RedbStore::open(&data).unwrap()), RegistryConfig::default()).unwrap();
+        let reg = Registry::open(
+            Box::new(RedbStore::open(&data).unwrap()),
+            RegistryConfig::default(),
+        )
+        .unwrap();
         let ns = create_ns(&reg, "quickship.local", NamespaceType::DnsPrivate);
         let svc = create_svc(&reg, &ns, "inventory-manager", a_records(), true);
-        register(&reg, &svc.id, "i1", &[(AWS_INSTANCE_IPV4, "10.0.0.1")], Owner::Api).unwrap();
-        register(&reg, &svc.id, "i2", &[(AWS_INSTANCE_IPV4, "10.0.0.2")], controller("sd")).unwrap();
-        reg.update_custom_health(&svc.id, "i1", HealthStatus::Unhealthy, &Owner::Api).unwrap();
+        register(
+            &reg,
+            &svc.id,
+            "i1",
+            &[(AWS_INSTANCE_IPV4, "10.0.0.1")],
+            Owner::Api,
+        )
+        .unwrap();
+        register(
+            &reg,
+            &svc.id,
+            "i2",
+            &[(AWS_INSTANCE_IPV4, "10.0.0.2")],
+            controller("sd"),
+        )
+        .unwrap();
+        reg.update_custom_health(&svc.id, "i1", HealthStatus::Unhealthy, &Owner::Api)
+            .unwrap();
         let index = reg.read();
         let entry = index.service(&svc.id).unwrap().clone();
         (ns, svc.id.clone(), index.operation_count(), entry)
     };
-    let reg = Registry::open(Box::new(RedbStore::open(&data).unwrap()), RegistryConfig::default()).unwrap();
+    let reg = Registry::open(
+        Box::new(RedbStore::open(&data).unwrap()),
+        RegistryConfig::default(),
+    )
+    .unwrap();
     let index = reg.read();
     assert!(index.namespace(&ns).is_some());
     assert_eq!(index.namespace_by_zone("QuickShip.Local.").unwrap().id, ns);
@@ -387,7 +549,10 @@ fn redb_store_restores_exactly_the_same_registry() {
     assert_eq!(entry.instances, snapshot.instances);
     assert_eq!(entry.service.revision, 2);
     assert_eq!(index.operation_count(), op_count);
-    assert_eq!(index.instance(&svc, "i1").unwrap().health, HealthStatus::Unhealthy);
+    assert_eq!(
+        index.instance(&svc, "i1").unwrap().health,
+        HealthStatus::Unhealthy
+    );
 }
 
 #[test]
@@ -399,12 +564,18 @@ fn redb_store_refuses_foreign_busy_and_corrupt_directories() {
     std::fs::write(foreign.join("notes.txt"), "hello").unwrap();
     let err = RedbStore::open(&foreign).unwrap_err();
     assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
-    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "hello");
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("notes.txt")).unwrap(),
+        "hello"
+    );
 
     // A file where the directory should be.
     let file = dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
-    assert!(matches!(RedbStore::open(&file).unwrap_err(), StoreError::Foreign { .. }));
+    assert!(matches!(
+        RedbStore::open(&file).unwrap_err(),
+        StoreError::Foreign { .. }
+    ));
 
     // A corrupt database file is reported, not reset.
     let corrupt = dir.path().join("corrupt");
@@ -412,14 +583,20 @@ fn redb_store_refuses_foreign_busy_and_corrupt_directories() {
     std::fs::write(corrupt.join(store::DB_FILE), vec![0x42; 4096]).unwrap();
     let err = RedbStore::open(&corrupt).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-    assert_eq!(std::fs::read(corrupt.join(store::DB_FILE)).unwrap(), vec![0x42; 4096]);
+    assert_eq!(
+        std::fs::read(corrupt.join(store::DB_FILE)).unwrap(),
+        vec![0x42; 4096]
+    );
 
     // A directory in use.
     let busy = dir.path().join("busy");
     let first = RedbStore::open(&busy).unwrap();
     let err = RedbStore::open(&busy).unwrap_err();
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
-    assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&std::process::id().to_string()),
+        "{err}"
+    );
     drop(first);
     RedbStore::open(&busy).unwrap();
 }

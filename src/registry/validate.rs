@@ -368,7 +368,9 @@ pub fn service_name(name: &str) -> Result<()> {
 /// A namespace name for the given namespace type.
 pub fn namespace_name(name: &str, kind: NamespaceType) -> Result<()> {
     if name.starts_with("arn:") {
-        return Err(invalid(format!("Name {name:?} must not start with \"arn:\"")));
+        return Err(invalid(format!(
+            "Name {name:?} must not start with \"arn:\""
+        )));
     }
     let max = match kind {
         NamespaceType::Http => 1024,
@@ -449,7 +451,9 @@ pub fn ttl(field: &str, ttl: i64) -> Result<()> {
 /// SRV together with A and/or AAAA (the brief's `inventory-manager` uses it).
 pub fn dns_config(dns: &DnsConfig, health: Option<&HealthCheckConfig>) -> Result<()> {
     if dns.records.is_empty() {
-        return Err(invalid("DnsConfig.DnsRecords must contain at least one record"));
+        return Err(invalid(
+            "DnsConfig.DnsRecords must contain at least one record",
+        ));
     }
     for (i, r) in dns.records.iter().enumerate() {
         ttl(&format!("DnsConfig.DnsRecords[{i}].TTL"), r.ttl)?;
@@ -514,7 +518,9 @@ pub fn health_check_config(hc: &HealthCheckConfig) -> Result<()> {
 /// A failure threshold (1–10).
 pub fn failure_threshold(field: &str, t: i32) -> Result<()> {
     if !(1..=10).contains(&t) {
-        return Err(invalid(format!("{field} must be between 1 and 10 (got {t})")));
+        return Err(invalid(format!(
+            "{field} must be between 1 and 10 (got {t})"
+        )));
     }
     Ok(())
 }
@@ -574,7 +580,10 @@ mod tests {
     fn dns(policy: RoutingPolicy, types: &[RecordType]) -> DnsConfig {
         DnsConfig {
             routing_policy: policy,
-            records: types.iter().map(|t| DnsRecord { kind: *t, ttl: 10 }).collect(),
+            records: types
+                .iter()
+                .map(|t| DnsRecord { kind: *t, ttl: 10 })
+                .collect(),
         }
     }
 
@@ -627,13 +636,9 @@ mod tests {
 
     #[test]
     fn attributes_total_at_most_5000_characters() {
-        let a: Attributes = (0..5)
-            .map(|i| (format!("k{i}"), "v".repeat(998)))
-            .collect();
+        let a: Attributes = (0..5).map(|i| (format!("k{i}"), "v".repeat(998))).collect();
         assert!(attributes(&a).is_ok()); // 5 * (2 + 998) = 5000
-        let b: Attributes = (0..5)
-            .map(|i| (format!("k{i}"), "v".repeat(999)))
-            .collect();
+        let b: Attributes = (0..5).map(|i| (format!("k{i}"), "v".repeat(999))).collect();
         assert!(attributes(&b).unwrap_err().to_string().contains("5000"));
     }
 
@@ -647,7 +652,10 @@ mod tests {
         );
         let err = instance_attributes_for_service(&attrs(&[("x", "y")]), &s, ns).unwrap_err();
         assert!(err.to_string().contains(AWS_INSTANCE_IPV4));
-        let s6 = service(Some(dns(RoutingPolicy::Multivalue, &[RecordType::Aaaa])), None);
+        let s6 = service(
+            Some(dns(RoutingPolicy::Multivalue, &[RecordType::Aaaa])),
+            None,
+        );
         assert!(
             instance_attributes_for_service(&attrs(&[(AWS_INSTANCE_IPV6, "fd00::1")]), &s6, ns)
                 .is_ok()
@@ -669,7 +677,10 @@ mod tests {
             (AWS_INIT_HEALTH_STATUS, "UNHEALTHY", "SICK"),
             (AWS_INSTANCE_CNAME, "www.example.com", "bad name!"),
         ] {
-            assert!(instance_attributes_for_service(&attrs(&[(k, good)]), &s, ns).is_ok(), "{k}");
+            assert!(
+                instance_attributes_for_service(&attrs(&[(k, good)]), &s, ns).is_ok(),
+                "{k}"
+            );
             let err = instance_attributes_for_service(&attrs(&[(k, bad)]), &s, ns).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");
         }
@@ -677,29 +688,39 @@ mod tests {
 
     #[test]
     fn srv_requires_an_address_and_a_port() {
-        let s = service(Some(dns(RoutingPolicy::Multivalue, &[RecordType::Srv])), None);
+        let s = service(
+            Some(dns(RoutingPolicy::Multivalue, &[RecordType::Srv])),
+            None,
+        );
         let ns = NamespaceType::DnsPrivate;
         let ok = attrs(&[(AWS_INSTANCE_IPV6, "fd00::1"), (AWS_INSTANCE_PORT, "80")]);
         assert!(instance_attributes_for_service(&ok, &s, ns).is_ok());
         let no_port = attrs(&[(AWS_INSTANCE_IPV4, "10.0.0.1")]);
-        assert!(instance_attributes_for_service(&no_port, &s, ns)
-            .unwrap_err()
-            .to_string()
-            .contains(AWS_INSTANCE_PORT));
+        assert!(
+            instance_attributes_for_service(&no_port, &s, ns)
+                .unwrap_err()
+                .to_string()
+                .contains(AWS_INSTANCE_PORT)
+        );
         let no_ip = attrs(&[(AWS_INSTANCE_PORT, "80")]);
         assert!(instance_attributes_for_service(&no_ip, &s, ns).is_err());
     }
 
     #[test]
     fn cname_service_requires_the_cname_attribute() {
-        let s = service(Some(dns(RoutingPolicy::Weighted, &[RecordType::Cname])), None);
+        let s = service(
+            Some(dns(RoutingPolicy::Weighted, &[RecordType::Cname])),
+            None,
+        );
         let ns = NamespaceType::DnsPublic;
-        assert!(instance_attributes_for_service(
-            &attrs(&[(AWS_INSTANCE_CNAME, "db.example.com")]),
-            &s,
-            ns
-        )
-        .is_ok());
+        assert!(
+            instance_attributes_for_service(
+                &attrs(&[(AWS_INSTANCE_CNAME, "db.example.com")]),
+                &s,
+                ns
+            )
+            .is_ok()
+        );
         assert!(instance_attributes_for_service(&attrs(&[]), &s, ns).is_err());
     }
 
@@ -714,8 +735,9 @@ mod tests {
         let ns = NamespaceType::Http;
         let ok = attrs(&[(AWS_INSTANCE_IPV4, "10.0.0.1"), (AWS_INSTANCE_PORT, "80")]);
         assert!(instance_attributes_for_service(&ok, &s, ns).is_ok());
-        let err = instance_attributes_for_service(&attrs(&[(AWS_INSTANCE_IPV4, "10.0.0.1")]), &s, ns)
-            .unwrap_err();
+        let err =
+            instance_attributes_for_service(&attrs(&[(AWS_INSTANCE_IPV4, "10.0.0.1")]), &s, ns)
+                .unwrap_err();
         assert!(err.to_string().contains("health check"));
     }
 
@@ -731,16 +753,21 @@ mod tests {
         assert!(instance_attributes_for_service(&alias, &srv, ns).is_err());
         let mut mixed = alias.clone();
         mixed.insert(AWS_INSTANCE_PORT.into(), "80".into());
-        assert!(instance_attributes_for_service(&mixed, &good, ns)
-            .unwrap_err()
-            .to_string()
-            .contains(AWS_INSTANCE_PORT));
+        assert!(
+            instance_attributes_for_service(&mixed, &good, ns)
+                .unwrap_err()
+                .to_string()
+                .contains(AWS_INSTANCE_PORT)
+        );
     }
 
     #[test]
     fn ec2_instance_id_only_in_http_namespaces_and_only_with_init_health() {
         let s = service(None, None);
-        let a = attrs(&[(AWS_EC2_INSTANCE_ID, "i-0123456789"), (AWS_INIT_HEALTH_STATUS, "HEALTHY")]);
+        let a = attrs(&[
+            (AWS_EC2_INSTANCE_ID, "i-0123456789"),
+            (AWS_INIT_HEALTH_STATUS, "HEALTHY"),
+        ]);
         assert!(instance_attributes_for_service(&a, &s, NamespaceType::Http).is_ok());
         assert!(instance_attributes_for_service(&a, &s, NamespaceType::DnsPrivate).is_err());
         let mut b = a.clone();
@@ -750,10 +777,26 @@ mod tests {
 
     #[test]
     fn service_names_are_dns_labels_with_underscores() {
-        for ok in ["inventory-manager", "_exampleservice._tcp", "a", "a.b", "x_y", "."] {
+        for ok in [
+            "inventory-manager",
+            "_exampleservice._tcp",
+            "a",
+            "a.b",
+            "x_y",
+            ".",
+        ] {
             assert!(service_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-lead", "trail-", "_", "a..b", "has space", &"a".repeat(64), &"a.".repeat(64)] {
+        for bad in [
+            "",
+            "-lead",
+            "trail-",
+            "_",
+            "a..b",
+            "has space",
+            &"a".repeat(64),
+            &"a.".repeat(64),
+        ] {
             assert!(service_name(bad).is_err(), "{bad}");
         }
     }
@@ -776,14 +819,23 @@ mod tests {
     fn dns_config_combinations() {
         use RecordType::*;
         use RoutingPolicy::*;
-        for ok in [&[A][..], &[Aaaa], &[A, Aaaa], &[Srv], &[Srv, A], &[Srv, A, Aaaa]] {
+        for ok in [
+            &[A][..],
+            &[Aaaa],
+            &[A, Aaaa],
+            &[Srv],
+            &[Srv, A],
+            &[Srv, A, Aaaa],
+        ] {
             assert!(dns_config(&dns(Multivalue, ok), None).is_ok(), "{ok:?}");
         }
         assert!(dns_config(&dns(Weighted, &[Cname]), None).is_ok());
-        assert!(dns_config(&dns(Multivalue, &[Cname]), None)
-            .unwrap_err()
-            .to_string()
-            .contains("WEIGHTED"));
+        assert!(
+            dns_config(&dns(Multivalue, &[Cname]), None)
+                .unwrap_err()
+                .to_string()
+                .contains("WEIGHTED")
+        );
         assert!(dns_config(&dns(Weighted, &[Cname, A]), None).is_err());
         assert!(dns_config(&dns(Multivalue, &[A, A]), None).is_err());
         assert!(dns_config(&dns(Multivalue, &[]), None).is_err());
@@ -795,7 +847,12 @@ mod tests {
         assert!(dns_config(&dns(Weighted, &[Cname]), Some(&hc)).is_err());
         let mut bad_ttl = dns(Multivalue, &[A]);
         bad_ttl.records[0].ttl = -1;
-        assert!(dns_config(&bad_ttl, None).unwrap_err().to_string().contains("TTL"));
+        assert!(
+            dns_config(&bad_ttl, None)
+                .unwrap_err()
+                .to_string()
+                .contains("TTL")
+        );
     }
 
     #[test]
@@ -819,7 +876,10 @@ mod tests {
 
     #[test]
     fn tags_limits() {
-        let t = |k: &str, v: &str| Tag { key: k.into(), value: v.into() };
+        let t = |k: &str, v: &str| Tag {
+            key: k.into(),
+            value: v.into(),
+        };
         assert!(tags(&[t("team", ""), t("env", "prod")]).is_ok());
         assert!(tags(&[t("", "x")]).is_err());
         assert!(tags(&[t(&"k".repeat(129), "x")]).is_err());

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing,
+# builds (or reuses) the Go-built control plane, checks formatting and lints,
+# then runs every Rust test against one shared loopback control plane.
+#
+#   scripts/test.sh [extra cargo test args]
+#
+# Heavy builds are cached outside the repository and reused:
+#   ${WAYMARK_CACHE_DIR:-~/.cache/waymark}/controlplane/  kube-apiserver, etcd, ...
+#   ${CARGO_TARGET_DIR:-~/.cache/waymark/target}          Rust build output
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+cache=${WAYMARK_CACHE_DIR:-$HOME/.cache/waymark}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+log() { printf '\n[test] %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------
+# Debian packages the tests use: openssl (control-plane certificates), curl
+# (readiness probes). Installed only when missing.
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  log "installing Debian packages: ${need[*]}"
+  if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+command -v go >/dev/null || { echo "go not found: Go >= 1.24 is needed to build the test control plane" >&2; exit 1; }
+
+# --- static checks ---------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+# --- control plane ---------------------------------------------------------
+log "building (or reusing) the control plane"
+scripts/build-controlplane.sh
+cp_dir=$(mktemp -d "${TMPDIR:-/tmp}/waymark-test-cp.XXXXXX")
+cleanup() { scripts/controlplane.sh down "$cp_dir" >/dev/null 2>&1 || true; rm -rf "$cp_dir"; }
+trap cleanup EXIT
+log "starting the shared control plane in $cp_dir"
+scripts/controlplane.sh up "$cp_dir" --with-controller-manager --owner-pid $$ >/dev/null
+# Every test binary uses this cluster (tests/common/mod.rs); each test works in
+# its own Kubernetes namespace, so tests run in parallel.
+export WAYMARK_TEST_KUBECONFIG="$cp_dir/kubeconfig"
+
+# --- tests -----------------------------------------------------------------
+log "cargo test"
+cargo test --all-targets --no-fail-fast "$@"
