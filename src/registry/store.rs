@@ -147,6 +147,8 @@ const FORMAT: &str = "waymark-registry";
 const SCHEMA_VERSION: &str = "1";
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "registry.redb";
+/// redb's page cache size.
+const CACHE_BYTES: usize = 16 << 20;
 /// The lock file that keeps two processes off one data directory.
 pub const LOCK_FILE: &str = "LOCK";
 
@@ -220,10 +222,14 @@ impl RedbStore {
                 reason: other.to_string(),
             },
         };
+        // Every read is answered by the in-memory index; redb is read once at
+        // start-up, so a large page cache would only duplicate the index.
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_BYTES);
         let db = if existed {
-            Database::open(&db_path).map_err(corrupt)?
+            builder.open(&db_path).map_err(corrupt)?
         } else {
-            Database::create(&db_path).map_err(corrupt)?
+            builder.create(&db_path).map_err(corrupt)?
         };
         let store = Self {
             db,
