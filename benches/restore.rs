@@ -86,7 +86,10 @@ fn main() {
             for i in 0..per_service.min(total - s * per_service) {
                 let n = s * per_service + i;
                 let attributes: Attributes = [
-                    ("AWS_INSTANCE_IPV4", format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255)),
+                    (
+                        "AWS_INSTANCE_IPV4",
+                        format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255),
+                    ),
                     ("AWS_INSTANCE_PORT", "8080".into()),
                     ("app", format!("svc-{s}")),
                     ("version", "v1".into()),
