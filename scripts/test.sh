@@ -51,4 +51,5 @@ export WAYMARK_TEST_KUBECONFIG="$cp_dir/kubeconfig"
 
 # --- tests -----------------------------------------------------------------
 log "cargo test"
-cargo test --all-targets --no-fail-fast "$@"
+# Benches (harness = false) are run by their own commands, not here.
+cargo test --lib --bins --tests --no-fail-fast "$@"

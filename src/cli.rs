@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::api;
 use crate::registry::{self, ArnScope, RedbStore, Registry, RegistryConfig};
 use crate::telemetry::{self, LogFormat, Telemetry};
 
@@ -21,6 +22,9 @@ pub enum Error {
     /// Metrics or logging failed.
     #[error(transparent)]
     Telemetry(#[from] telemetry::Error),
+    /// The Cloud Map API server failed.
+    #[error(transparent)]
+    Api(#[from] api::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -54,7 +58,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the registry standalone (no cluster needed): durable store and metrics server.
+    /// Run the registry standalone (no cluster needed): durable store, Cloud Map API and metrics server.
     Serve(ServeArgs),
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crds,
@@ -66,6 +70,9 @@ pub struct ServeArgs {
     /// Directory of the embedded registry database; created if missing.
     #[arg(long, env = "WAYMARK_DATA_DIR", default_value = "waymark-data")]
     pub data_dir: PathBuf,
+    /// Address of the Cloud Map API (AWS JSON 1.1 over HTTP; point SDKs' endpoint URL here).
+    #[arg(long, env = "WAYMARK_API_ADDR", default_value = "127.0.0.1:8080")]
+    pub api_addr: SocketAddr,
     /// Address of the metrics server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "WAYMARK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: SocketAddr,
@@ -103,12 +110,14 @@ async fn shutdown_signal() -> Result<impl Future<Output = ()>, Error> {
 pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     let ServeArgs {
         data_dir,
+        api_addr,
         metrics_addr,
         region,
         account_id,
     } = args;
     let signal = shutdown_signal().await?;
     let metrics_listener = Telemetry::bind(metrics_addr).await?;
+    let api_listener = api::bind(api_addr).await?;
 
     let started = std::time::Instant::now();
     let store = RedbStore::open(&data_dir).map_err(registry::Error::from)?;
@@ -146,12 +155,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
             .serve(metrics_listener, stopped(stop_rx.clone())),
     );
     info!(%metrics_addr, "metrics server listening");
+    let api = tokio::spawn(api::serve(
+        api_listener,
+        registry.clone(),
+        telemetry.prometheus().clone(),
+        stopped(stop_rx.clone()),
+    ));
+    info!(%api_addr, "Cloud Map API listening");
     telemetry.set_ready(true);
 
+    // Servers only return before the shutdown signal when they fail.
     tokio::select! {
         () = signal => {}
         res = metrics => {
-            // The metrics server only returns early on failure.
+            res??;
+            return Ok(());
+        }
+        res = api => {
             res??;
             return Ok(());
         }
