@@ -31,7 +31,14 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 
 fn start(data_dir: &Path, port: u16) -> Child {
     Command::new(BIN)
-        .args(["serve", "--data-dir"])
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--dns-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
@@ -58,8 +65,15 @@ fn sigterm(child: &Child) {
         .unwrap();
 }
 
+/// Runs the binary to completion; the API listens on an ephemeral port so
+/// parallel tests never collide on the default one.
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .env("WAYMARK_API_ADDR", "127.0.0.1:0")
+        .env("WAYMARK_DNS_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -187,6 +201,8 @@ fn environment_variables_configure_serve() {
         .arg("serve")
         .env("WAYMARK_DATA_DIR", dir.path().join("data"))
         .env("WAYMARK_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("WAYMARK_API_ADDR", "127.0.0.1:0")
+        .env("WAYMARK_DNS_ADDR", "127.0.0.1:0")
         .env("WAYMARK_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
