@@ -280,6 +280,39 @@ pub struct WriteOutcome {
     pub changed: bool,
 }
 
+/// An instance a controller wants registered (see [`Registry::sync_instances`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredInstance {
+    /// Instance id.
+    pub id: String,
+    /// Attributes.
+    pub attributes: Attributes,
+    /// Health to record (ignored when the service has no health check).
+    pub health: HealthStatus,
+}
+
+/// What [`Registry::sync_instances`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// Instances newly registered.
+    pub registered: usize,
+    /// Instances whose attributes changed.
+    pub updated: usize,
+    /// Instances whose only change was their health.
+    pub health_changed: usize,
+    /// Instances deregistered because they are no longer desired.
+    pub deregistered: usize,
+    /// Desired instances that could not be registered, with the reason.
+    pub rejected: Vec<(String, String)>,
+}
+
+impl SyncOutcome {
+    /// Whether the registry changed.
+    pub fn changed(&self) -> bool {
+        self.registered + self.updated + self.health_changed + self.deregistered > 0
+    }
+}
+
 /// The registry: one write path, many readers.
 pub struct Registry {
     config: RegistryConfig,
@@ -1045,6 +1078,121 @@ impl Registry {
         drop(index);
         self.commit(vec![Change::PutInstance(inst)])?;
         Ok(true)
+    }
+
+    /// Makes the instances a controller owns in a service exactly `desired`,
+    /// in one atomic commit: new ones are registered, changed ones updated,
+    /// missing ones deregistered, and health recorded. Instances owned by
+    /// anyone else are never touched; a desired instance that fails
+    /// validation or collides with someone else's is reported and skipped.
+    /// The revision grows by the number of registrations, attribute changes
+    /// and deregistrations; health changes alone leave it as it is.
+    pub fn sync_instances(
+        &self,
+        service_id: &str,
+        desired: Vec<DesiredInstance>,
+        actor: &Owner,
+    ) -> Result<SyncOutcome> {
+        let _w = self.lock_writer();
+        let index = self.read();
+        let entry = index
+            .service(service_id)
+            .ok_or_else(|| Error::ServiceNotFound(service_id.to_string()))?;
+        let ns_type = index
+            .namespace(&entry.service.namespace_id)
+            .map_or(NamespaceType::Http, |n| n.kind);
+        let mine = |owner: &Owner| check_owner(String::new, owner, actor).is_ok();
+        let now = now_millis();
+        let mut outcome = SyncOutcome::default();
+        let mut changes = Vec::new();
+        let mut keep = std::collections::HashSet::new();
+        let mut count = entry.instances.len();
+        for d in desired {
+            if !keep.insert(d.id.clone()) {
+                outcome
+                    .rejected
+                    .push((d.id, "duplicate instance id".into()));
+                continue;
+            }
+            if let Err(e) = instance_id(&d.id).and_then(|()| {
+                instance_attributes_for_service(&d.attributes, &entry.service, ns_type)
+            }) {
+                outcome.rejected.push((d.id, e.to_string()));
+                continue;
+            }
+            let health = if entry.service.has_health_check() {
+                d.health
+            } else {
+                HealthStatus::Unknown
+            };
+            match entry.instances.get(&d.id) {
+                Some(old) if !mine(&old.owner) => {
+                    outcome.rejected.push((
+                        d.id,
+                        format!("the id is already registered by {}", describe(&old.owner)),
+                    ));
+                }
+                Some(old) => {
+                    let attrs_changed = old.attributes != d.attributes;
+                    if attrs_changed || old.health != health || old.owner != *actor {
+                        if attrs_changed {
+                            outcome.updated += 1;
+                        } else if old.health != health {
+                            outcome.health_changed += 1;
+                        }
+                        changes.push(Change::PutInstance(Instance {
+                            attributes: d.attributes,
+                            health,
+                            owner: actor.clone(),
+                            update_date: if attrs_changed { now } else { old.update_date },
+                            ..old.clone()
+                        }));
+                    }
+                }
+                None => {
+                    if count >= self.config.max_instances_per_service {
+                        outcome.rejected.push((
+                            d.id,
+                            format!(
+                                "service {} already has {count} instances, the maximum",
+                                entry.service.name
+                            ),
+                        ));
+                        continue;
+                    }
+                    count += 1;
+                    outcome.registered += 1;
+                    changes.push(Change::PutInstance(Instance {
+                        id: d.id,
+                        service_id: service_id.to_string(),
+                        attributes: d.attributes,
+                        creator_request_id: None,
+                        health,
+                        owner: actor.clone(),
+                        create_date: now,
+                        update_date: now,
+                    }));
+                }
+            }
+        }
+        for (id, inst) in &entry.instances {
+            if mine(&inst.owner) && !keep.contains(id) {
+                outcome.deregistered += 1;
+                changes.push(Change::DeleteInstance {
+                    service_id: service_id.to_string(),
+                    instance_id: id.clone(),
+                });
+            }
+        }
+        let bump = (outcome.registered + outcome.updated + outcome.deregistered) as u64;
+        if bump > 0 {
+            let mut svc = entry.service.clone();
+            svc.revision += bump;
+            changes.push(Change::PutService(svc));
+        }
+        drop(index);
+        self.commit(changes)?;
+        Ok(outcome)
     }
 
     // ----- tags -------------------------------------------------------------

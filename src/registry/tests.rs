@@ -600,3 +600,80 @@ fn redb_store_refuses_foreign_busy_and_corrupt_directories() {
     drop(first);
     RedbStore::open(&busy).unwrap();
 }
+
+#[test]
+fn sync_instances_applies_a_controllers_desired_set_atomically() {
+    let reg = Registry::in_memory();
+    let ns = create_ns(&reg, "quickship.local", NamespaceType::DnsPrivate);
+    let svc = create_svc(&reg, &ns, "inventory-manager", a_records(), true);
+    let me = controller("ServiceDiscovery shop/inventory-manager");
+    register(
+        &reg,
+        &svc.id,
+        "manual",
+        &[(AWS_INSTANCE_IPV4, "10.9.9.9")],
+        Owner::Api,
+    )
+    .unwrap();
+    let want = |id: &str, ip: &str, health| DesiredInstance {
+        id: id.into(),
+        attributes: attrs(&[(AWS_INSTANCE_IPV4, ip)]),
+        health,
+    };
+    let out = reg
+        .sync_instances(
+            &svc.id,
+            vec![
+                want("pod-a", "10.0.0.1", HealthStatus::Healthy),
+                want("pod-b", "10.0.0.2", HealthStatus::Unhealthy),
+                want("manual", "10.0.0.3", HealthStatus::Healthy),
+                DesiredInstance {
+                    id: "pod-c".into(),
+                    attributes: attrs(&[("no-ip", "x")]),
+                    health: HealthStatus::Healthy,
+                },
+            ],
+            &me,
+        )
+        .unwrap();
+    assert_eq!(out.registered, 2);
+    assert_eq!(out.rejected.len(), 2, "{:?}", out.rejected);
+    let rev = || reg.read().service(&svc.id).unwrap().service.revision;
+    assert_eq!(rev(), 3, "manual + two pods");
+
+    // Health only: no revision change. Attribute change and removal: +2.
+    let out = reg
+        .sync_instances(
+            &svc.id,
+            vec![want("pod-a", "10.0.0.1", HealthStatus::Unhealthy)],
+            &me,
+        )
+        .unwrap();
+    assert_eq!((out.health_changed, out.deregistered), (1, 1));
+    assert_eq!(rev(), 4);
+    let out = reg
+        .sync_instances(
+            &svc.id,
+            vec![want("pod-a", "10.0.0.5", HealthStatus::Unhealthy)],
+            &me,
+        )
+        .unwrap();
+    assert_eq!(out.updated, 1);
+    assert_eq!(rev(), 5);
+    // Nothing to do: nothing written.
+    let out = reg
+        .sync_instances(
+            &svc.id,
+            vec![want("pod-a", "10.0.0.5", HealthStatus::Unhealthy)],
+            &me,
+        )
+        .unwrap();
+    assert!(!out.changed());
+    // The API's instance is untouched throughout.
+    let index = reg.read();
+    assert_eq!(
+        index.instance(&svc.id, "manual").unwrap().attributes[AWS_INSTANCE_IPV4],
+        "10.9.9.9"
+    );
+    assert_eq!(index.service(&svc.id).unwrap().instances.len(), 2);
+}
