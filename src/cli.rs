@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::api;
+use crate::controller;
+use crate::dns::{self, DnsListener, DnsMetrics, Scope};
 use crate::registry::{self, ArnScope, RedbStore, Registry, RegistryConfig};
 use crate::telemetry::{self, LogFormat, Telemetry};
 
@@ -22,9 +24,18 @@ pub enum Error {
     /// Metrics or logging failed.
     #[error(transparent)]
     Telemetry(#[from] telemetry::Error),
+    /// The controller failed.
+    #[error(transparent)]
+    Controller(#[from] controller::Error),
+    /// No usable cluster connection.
+    #[error("cannot connect to the cluster: {0}")]
+    Kubeconfig(String),
     /// The Cloud Map API server failed.
     #[error(transparent)]
     Api(#[from] api::Error),
+    /// The DNS server failed.
+    #[error(transparent)]
+    Dns(#[from] dns::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -60,8 +71,34 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry standalone (no cluster needed): durable store, Cloud Map API and metrics server.
     Serve(ServeArgs),
+    /// Run the controller with the registry: watch the cluster, register its pods, and serve
+    /// the Cloud Map API, DNS and metrics (in-cluster, or with --kubeconfig / KUBECONFIG).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crds,
+}
+
+/// Flags of `waymark run`: everything `serve` takes, plus the cluster connection.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Registry, API, DNS and metrics settings.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Kubeconfig file; without it the in-cluster service account (or $KUBECONFIG, ~/.kube/config) is used.
+    #[arg(long, env = "WAYMARK_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Identifies this cluster in ownership markers (default: the UID of the kube-system namespace).
+    #[arg(long, env = "WAYMARK_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Seconds between full anti-entropy passes over every ServiceDiscovery and Namespace.
+    #[arg(long, env = "WAYMARK_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_seconds: u64,
+    /// Kubernetes namespaces to watch for Pods, Services and ServiceDiscoveries (comma-separated; default: all).
+    #[arg(long, env = "WAYMARK_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// Label selector choosing the Waymark Namespaces and ServiceDiscoveries this instance manages (default: all).
+    #[arg(long, env = "WAYMARK_SELECTOR")]
+    pub selector: Option<String>,
 }
 
 /// Flags of `waymark serve`.
@@ -73,6 +110,12 @@ pub struct ServeArgs {
     /// Address of the Cloud Map API (AWS JSON 1.1 over HTTP; point SDKs' endpoint URL here).
     #[arg(long, env = "WAYMARK_API_ADDR", default_value = "127.0.0.1:8080")]
     pub api_addr: SocketAddr,
+    /// Address of the DNS server (UDP and TCP): authoritative for every DNS namespace, private and public.
+    #[arg(long, env = "WAYMARK_DNS_ADDR", default_value = "127.0.0.1:5353")]
+    pub dns_addr: SocketAddr,
+    /// Optional second DNS address (UDP and TCP) that serves public DNS namespaces only, never private ones.
+    #[arg(long, env = "WAYMARK_DNS_PUBLIC_ADDR")]
+    pub dns_public_addr: Option<SocketAddr>,
     /// Address of the metrics server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "WAYMARK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: SocketAddr,
@@ -105,12 +148,55 @@ async fn shutdown_signal() -> Result<impl Future<Output = ()>, Error> {
     })
 }
 
-/// `waymark serve`: opens the registry from `--data-dir`, serves metrics and
-/// health, and stops cleanly on SIGTERM/SIGINT.
+/// `waymark serve`: opens the registry from `--data-dir`, serves the API,
+/// DNS, metrics and health, and stops cleanly on SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> Result<(), Error> {
+    run_registry(args, None).await
+}
+
+/// `waymark run`: `serve` plus the controller.
+pub async fn run(args: RunArgs) -> Result<(), Error> {
+    let RunArgs {
+        serve,
+        kubeconfig,
+        cluster_id,
+        resync_seconds,
+        watch_namespaces,
+        selector,
+    } = args;
+    let client = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(&path)
+                .map_err(|e| Error::Kubeconfig(format!("{}: {e}", path.display())))?;
+            let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| Error::Kubeconfig(format!("{}: {e}", path.display())))?;
+            kube::Client::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))?
+        }
+        None => kube::Client::try_default()
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?,
+    };
+    let config = controller::Config {
+        cluster_id,
+        resync: std::time::Duration::from_secs(resync_seconds),
+        instance: std::env::var("POD_NAME").ok(),
+        watch_namespaces,
+        selector,
+    };
+    run_registry(serve, Some((client, config))).await
+}
+
+/// Runs the registry and its servers, and the controller when given a client.
+async fn run_registry(
+    args: ServeArgs,
+    controller: Option<(kube::Client, controller::Config)>,
+) -> Result<(), Error> {
     let ServeArgs {
         data_dir,
         api_addr,
+        dns_addr,
+        dns_public_addr,
         metrics_addr,
         region,
         account_id,
@@ -118,6 +204,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     let signal = shutdown_signal().await?;
     let metrics_listener = Telemetry::bind(metrics_addr).await?;
     let api_listener = api::bind(api_addr).await?;
+    let mut dns_listeners = vec![DnsListener::bind(dns_addr, Scope::All).await?];
+    if let Some(addr) = dns_public_addr {
+        dns_listeners.push(DnsListener::bind(addr, Scope::PublicOnly).await?);
+    }
 
     let started = std::time::Instant::now();
     let store = RedbStore::open(&data_dir).map_err(registry::Error::from)?;
@@ -144,6 +234,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         );
     }
 
+    // Check the cluster before serving anything, so a missing CRD is a clear
+    // start-up error rather than a process that never becomes ready.
+    let controller = match controller {
+        Some((client, config)) => {
+            let cluster_id = controller::preflight(&client, &config).await?;
+            info!(%cluster_id, "connected to the cluster");
+            Some((client, config, cluster_id))
+        }
+        None => None,
+    };
+
     let telemetry = Telemetry::new(registry.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -162,11 +263,40 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         stopped(stop_rx.clone()),
     ));
     info!(%api_addr, "Cloud Map API listening");
-    telemetry.set_ready(true);
+    let dns_metrics = DnsMetrics::register(telemetry.prometheus())?;
+    let dns = tokio::spawn(dns::serve(
+        dns_listeners,
+        registry.clone(),
+        dns_metrics,
+        stopped(stop_rx.clone()),
+    ));
+    // With a controller, ready means every watch has synced and the registry
+    // reflects the cluster; standalone, it means the registry is loaded.
+    let controller = match controller {
+        Some((client, config, cluster_id)) => {
+            let ready = telemetry.clone();
+            tokio::spawn(controller::run(
+                client,
+                registry.clone(),
+                config,
+                cluster_id,
+                move |r| ready.set_ready(r),
+                stopped(stop_rx.clone()),
+            ))
+        }
+        None => {
+            telemetry.set_ready(true);
+            tokio::spawn(std::future::pending())
+        }
+    };
 
     // Servers only return before the shutdown signal when they fail.
     tokio::select! {
         () = signal => {}
+        res = controller => {
+            res??;
+            return Ok(());
+        }
         res = metrics => {
             res??;
             return Ok(());
@@ -175,9 +305,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
             res??;
             return Ok(());
         }
+        res = dns => {
+            res??;
+            return Ok(());
+        }
     }
     telemetry.set_ready(false);
     let _ = stop_tx.send(true);
+    // Give the controller a moment to finish its in-flight writes.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     drop(registry);
     info!("stopped");
     Ok(())

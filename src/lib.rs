@@ -2,15 +2,19 @@
 //! wire API of AWS Cloud Map.
 //!
 //! - [`api`]: the Cloud Map JSON 1.1 API over HTTP.
+//! - [`dns`]: authoritative DNS for DNS namespaces, answered from the registry.
 //! - [`registry`]: the domain model and rules, the in-memory index and the
 //!   durable store (no Kubernetes, HTTP or DNS in it).
 //! - [`crd`]: the `waymark.dev/v1alpha1` custom resources.
 //! - [`telemetry`]: logging, Prometheus metrics and the health endpoints.
+//! - [`controller`]: watches the cluster and keeps the registry equal to it.
 //! - [`cli`]: the `waymark` command line.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod crd;
+pub mod dns;
 pub mod registry;
 pub mod telemetry;

@@ -7,6 +7,8 @@ use waymark::telemetry;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Kubernetes connections use rustls; pick its crypto provider once, here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Crds => {
             print!("{}", waymark::crd::crds_yaml());
@@ -14,11 +16,19 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             telemetry::init_logging(&cli.log, cli.log_format)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(cli::serve(args))?;
+            runtime()?.block_on(cli::serve(args))?;
+            Ok(())
+        }
+        Command::Run(args) => {
+            telemetry::init_logging(&cli.log, cli.log_format)?;
+            runtime()?.block_on(cli::run(args))?;
             Ok(())
         }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

@@ -1,0 +1,345 @@
+//! What the controller knows about the cluster: slim copies of the pods,
+//! Services and Nodes it watches, and the Waymark custom resources.
+//!
+//! Only the fields the controller uses are kept (labels, IPs, readiness,
+//! ports, topology), so memory stays small with many pods. Everything here
+//! is pure: watch events are applied by the controller loop, and the
+//! desired-state functions read from it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+
+use crate::crd::{Namespace as WaymarkNamespace, ServiceDiscovery};
+use crate::registry::model::EpochMillis;
+
+/// `namespace/name` of a namespaced object.
+pub type Key = (String, String);
+
+/// The readiness gate a pod declares to be held until it is discoverable.
+pub const REGISTERED_GATE: &str = "waymark.dev/registered";
+
+/// A container port of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPort {
+    /// Port name, if any.
+    pub name: Option<String>,
+    /// Port number.
+    pub port: u16,
+}
+
+/// The parts of a Pod the controller uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// First IPv4 address from `status.podIPs` (or `podIP`).
+    pub ipv4: Option<String>,
+    /// First IPv6 address from `status.podIPs` (or `podIP`).
+    pub ipv6: Option<String>,
+    /// The `Ready` condition is `True`.
+    pub ready: bool,
+    /// `Succeeded` or `Failed`: the pod will never serve again.
+    pub finished: bool,
+    /// Node the pod is scheduled to.
+    pub node: Option<String>,
+    /// Container ports of all containers.
+    pub ports: Vec<ContainerPort>,
+    /// When deletion was requested (`deletionTimestamp` minus the grace period).
+    pub deletion_requested: Option<EpochMillis>,
+    /// Whether the pod declares the `waymark.dev/registered` readiness gate.
+    pub has_registered_gate: bool,
+    /// Status of the `waymark.dev/registered` condition, if present.
+    pub registered_condition: Option<bool>,
+}
+
+fn time_millis(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> EpochMillis {
+    t.0.as_millisecond()
+}
+
+impl PodInfo {
+    /// Extracts what the controller needs from a Pod.
+    pub fn from_pod(pod: &Pod) -> Self {
+        let status = pod.status.as_ref();
+        let mut ipv4 = None;
+        let mut ipv6 = None;
+        let ips = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .map(|ips| ips.iter().map(|i| i.ip.clone()).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .or_else(|| status.and_then(|s| s.pod_ip.clone()).map(|ip| vec![ip]))
+            .unwrap_or_default();
+        for ip in ips {
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) if ipv4.is_none() => ipv4 = Some(ip),
+                Ok(std::net::IpAddr::V6(_)) if ipv6.is_none() => ipv6 = Some(ip),
+                _ => {}
+            }
+        }
+        let condition = |t: &str| {
+            status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == t))
+                .map(|c| c.status == "True")
+        };
+        let spec = pod.spec.as_ref();
+        let ports = spec
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .filter_map(|p| {
+                        Some(ContainerPort {
+                            name: p.name.clone(),
+                            port: u16::try_from(p.container_port).ok()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let meta = &pod.metadata;
+        let deletion_requested = meta
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| time_millis(t) - meta.deletion_grace_period_seconds.unwrap_or(0) * 1000);
+        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
+        Self {
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            ipv4,
+            ipv6,
+            ready: condition("Ready").unwrap_or(false),
+            finished: matches!(phase, "Succeeded" | "Failed"),
+            node: spec.and_then(|s| s.node_name.clone()),
+            ports,
+            deletion_requested,
+            has_registered_gate: spec
+                .and_then(|s| s.readiness_gates.as_ref())
+                .is_some_and(|g| g.iter().any(|g| g.condition_type == REGISTERED_GATE)),
+            registered_condition: condition(REGISTERED_GATE),
+        }
+    }
+}
+
+/// A port of a Kubernetes Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name.
+    pub name: Option<String>,
+    /// Service port number.
+    pub port: u16,
+    /// Target port on the pods (number or container-port name); defaults to `port`.
+    pub target: IntOrString,
+}
+
+/// The parts of a Kubernetes Service the controller uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Pod selector (`None`: the Service selects no pods by label).
+    pub selector: Option<BTreeMap<String, String>>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+}
+
+impl ServiceInfo {
+    /// Extracts what the controller needs from a Service.
+    pub fn from_service(svc: &Service) -> Self {
+        let spec = svc.spec.as_ref();
+        Self {
+            selector: spec
+                .and_then(|s| s.selector.clone())
+                .filter(|s| !s.is_empty()),
+            ports: spec
+                .and_then(|s| s.ports.as_ref())
+                .map(|ports| {
+                    ports
+                        .iter()
+                        .filter_map(|p| {
+                            let port = u16::try_from(p.port).ok()?;
+                            Some(ServicePort {
+                                name: p.name.clone(),
+                                port,
+                                target: p
+                                    .target_port
+                                    .clone()
+                                    .unwrap_or(IntOrString::Int(i32::from(port))),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Topology labels of a Node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `topology.kubernetes.io/zone`.
+    pub zone: Option<String>,
+    /// `topology.kubernetes.io/region`.
+    pub region: Option<String>,
+}
+
+impl NodeInfo {
+    /// Extracts the topology labels of a Node.
+    pub fn from_node(node: &Node) -> Self {
+        let labels = node.metadata.labels.as_ref();
+        let get = |k: &str| labels.and_then(|l| l.get(k)).cloned();
+        Self {
+            zone: get("topology.kubernetes.io/zone"),
+            region: get("topology.kubernetes.io/region"),
+        }
+    }
+}
+
+/// The cluster state the controller has observed.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    /// Pods by namespace, then name.
+    pub pods: HashMap<String, BTreeMap<String, PodInfo>>,
+    /// Services by namespace/name.
+    pub services: HashMap<Key, ServiceInfo>,
+    /// Nodes by name.
+    pub nodes: HashMap<String, NodeInfo>,
+    /// ServiceDiscovery objects by namespace/name.
+    pub discoveries: BTreeMap<Key, ServiceDiscovery>,
+    /// Waymark Namespace objects by name.
+    pub namespaces: BTreeMap<String, WaymarkNamespace>,
+}
+
+/// The label selector an SD uses, resolved through its serviceRef.
+pub enum PodSelector {
+    /// Selects pods whose labels match.
+    Labels(Selector),
+    /// Selects no pods (static instances only, or the Service has no selector).
+    Nothing,
+}
+
+impl PodSelector {
+    /// Whether a pod with these labels is selected.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Self::Labels(s) => s.matches(labels),
+            Self::Nothing => false,
+        }
+    }
+}
+
+/// Why an SD's pod selector could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectorError {
+    /// spec.serviceRef names a Service that does not exist.
+    ServiceNotFound(String),
+    /// spec.selector is malformed (e.g. an unknown operator).
+    Invalid(String),
+}
+
+impl Cluster {
+    /// The pod selector of an SD.
+    pub fn selector_of(&self, sd: &ServiceDiscovery) -> Result<PodSelector, SelectorError> {
+        let ns = sd.namespace().unwrap_or_default();
+        if let Some(sel) = &sd.spec.selector {
+            return Selector::try_from(sel.clone())
+                .map(PodSelector::Labels)
+                .map_err(|e| SelectorError::Invalid(e.to_string()));
+        }
+        if let Some(r) = &sd.spec.service_ref {
+            let svc = self
+                .services
+                .get(&(ns, r.name.clone()))
+                .ok_or_else(|| SelectorError::ServiceNotFound(r.name.clone()))?;
+            return Ok(match &svc.selector {
+                Some(labels) => PodSelector::Labels(Selector::from_iter(labels.clone())),
+                None => PodSelector::Nothing,
+            });
+        }
+        Ok(PodSelector::Nothing)
+    }
+
+    /// The SDs in `namespace` that select a pod with these labels.
+    pub fn discoveries_selecting<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = Key> + 'a {
+        self.discoveries
+            .range((namespace.to_string(), String::new())..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .filter(move |(_, sd)| {
+                self.selector_of(sd)
+                    .map(|s| s.matches(labels))
+                    .unwrap_or(false)
+            })
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The SDs in `namespace` that reference the Service `name`.
+    pub fn discoveries_referencing<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> impl Iterator<Item = Key> + 'a {
+        self.discoveries
+            .range((namespace.to_string(), String::new())..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .filter(move |(_, sd)| sd.spec.service_ref.as_ref().is_some_and(|r| r.name == name))
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The SDs that reference a Waymark namespace.
+    pub fn discoveries_in_namespace<'a>(
+        &'a self,
+        registry_ns: &'a str,
+    ) -> impl Iterator<Item = &'a ServiceDiscovery> + 'a {
+        self.discoveries
+            .values()
+            .filter(move |sd| sd.spec.namespace_ref.name == registry_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodIP, PodStatus};
+
+    fn pod(ips: &[&str], ready: bool) -> Pod {
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("shop".into()),
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                pod_ip: ips.first().map(|s| s.to_string()),
+                pod_ips: Some(ips.iter().map(|ip| PodIP { ip: ip.to_string() }).collect()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn dual_stack_pods_get_both_addresses() {
+        let info = PodInfo::from_pod(&pod(&["fd00::5", "10.0.0.5"], true));
+        assert_eq!(info.ipv4.as_deref(), Some("10.0.0.5"));
+        assert_eq!(info.ipv6.as_deref(), Some("fd00::5"));
+        assert!(info.ready);
+        let info = PodInfo::from_pod(&pod(&[], false));
+        assert_eq!((info.ipv4, info.ipv6, info.ready), (None, None, false));
+    }
+}

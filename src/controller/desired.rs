@@ -1,0 +1,633 @@
+//! Pure desired-state computation: a ServiceDiscovery plus the observed
+//! cluster become the registry service and the instances it should have.
+//! No I/O here, so every rule is unit-tested without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::cluster::{Cluster, PodInfo, SelectorError};
+use crate::crd::{self, HealthCheckType, ServiceDiscovery, SkippedLabel, SkippedLabelReason};
+use crate::registry::model::{
+    Attributes, DnsConfig, DnsRecord, EpochMillis, HealthCheckConfig, HealthCheckType as RegHc,
+    HealthStatus, RecordType, RoutingPolicy,
+};
+use crate::registry::validate::{self, AWS_INSTANCE_IPV4, AWS_INSTANCE_IPV6, AWS_INSTANCE_PORT};
+use crate::registry::{DesiredInstance, validate::MAX_ATTRIBUTES_TOTAL_LEN};
+
+/// Attribute: the pod's Kubernetes namespace.
+pub const K8S_NAMESPACE: &str = "K8S_NAMESPACE";
+/// Attribute: the pod's name.
+pub const K8S_POD_NAME: &str = "K8S_POD_NAME";
+/// Attribute: the node the pod runs on.
+pub const K8S_NODE_NAME: &str = "K8S_NODE_NAME";
+/// Attribute: the node's `topology.kubernetes.io/zone`.
+pub const AVAILABILITY_ZONE: &str = "AVAILABILITY_ZONE";
+/// Attribute: the node's `topology.kubernetes.io/region`.
+pub const REGION: &str = "REGION";
+/// Attribute: the ownership marker, `<cluster id>/<namespace>/<ServiceDiscovery>`.
+pub const WAYMARK_MANAGED_BY: &str = "WAYMARK_MANAGED_BY";
+
+/// Attributes Waymark sets itself; labels and spec attributes cannot override them.
+const SYSTEM_ATTRIBUTES: [&str; 6] = [
+    K8S_NAMESPACE,
+    K8S_POD_NAME,
+    K8S_NODE_NAME,
+    AVAILABILITY_ZONE,
+    REGION,
+    WAYMARK_MANAGED_BY,
+];
+
+/// The registry service an SD asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredService {
+    /// Registry namespace name (the Waymark Namespace's registry name).
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// DNS settings (DNS namespaces only).
+    pub dns_config: Option<DnsConfig>,
+    /// Active health check (Http/Https/Tcp).
+    pub health_check_config: Option<HealthCheckConfig>,
+    /// Whether the service has custom health (readiness-driven or Custom).
+    pub custom_health: bool,
+}
+
+/// A reason the service is degraded but still synced.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// Machine-readable reason (CamelCase), used in conditions and Events.
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Everything the reconciler needs to apply for one SD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The registry service.
+    pub service: DesiredService,
+    /// Its instances (pods and static ones).
+    pub instances: Vec<DesiredInstance>,
+    /// Pod labels that could not become attributes.
+    pub skipped_labels: Vec<SkippedLabel>,
+    /// Reasons for a Degraded condition.
+    pub problems: Vec<Problem>,
+    /// The next time the plan changes by itself (a draining pod expires).
+    pub next_deadline: Option<EpochMillis>,
+}
+
+/// Why no plan can be made (the SD is not Synced).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// spec.namespaceRef names no Waymark Namespace.
+    #[error("Waymark Namespace {0:?} does not exist")]
+    NamespaceNotFound(String),
+    /// spec.serviceRef names no Kubernetes Service.
+    #[error("Service {0:?} does not exist in this namespace")]
+    ServiceNotFound(String),
+    /// spec.selector cannot be evaluated.
+    #[error("invalid selector: {0}")]
+    InvalidSelector(String),
+}
+
+impl PlanError {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NamespaceNotFound(_) => "NamespaceNotFound",
+            Self::ServiceNotFound(_) => "ServiceNotFound",
+            Self::InvalidSelector(_) => "InvalidSelector",
+        }
+    }
+}
+
+/// A stable instance id for a pod: its name, or — when longer than Cloud Map
+/// allows — a prefix plus a hash of the full name.
+pub fn instance_id_for(pod_name: &str) -> String {
+    if pod_name.len() <= validate::MAX_INSTANCE_ID_LEN {
+        return pod_name.to_string();
+    }
+    // FNV-1a: stable across Rust versions and processes, unlike the std hasher.
+    let hash = pod_name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let keep = validate::MAX_INSTANCE_ID_LEN - 17;
+    format!(
+        "{}-{hash:016x}",
+        pod_name[..keep].trim_end_matches(['-', '.'])
+    )
+}
+
+/// The owner string recorded on registry resources an SD manages.
+pub fn owner_object(sd: &ServiceDiscovery) -> String {
+    format!(
+        "ServiceDiscovery {}/{}",
+        sd.namespace().unwrap_or_default(),
+        sd.name_any()
+    )
+}
+
+fn record_type(t: crd::RecordType) -> RecordType {
+    match t {
+        crd::RecordType::A => RecordType::A,
+        crd::RecordType::Aaaa => RecordType::Aaaa,
+        crd::RecordType::Srv => RecordType::Srv,
+        crd::RecordType::Cname => RecordType::Cname,
+    }
+}
+
+/// Resolves spec.port for one pod: a number, a port of the referenced
+/// Service (through its target port), or a named container port.
+fn resolve_port(
+    sd: &ServiceDiscovery,
+    cluster: &Cluster,
+    pod: &PodInfo,
+) -> Result<Option<u16>, String> {
+    let Some(port) = &sd.spec.port else {
+        return Ok(None);
+    };
+    let named = |name: &str| {
+        pod.ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.port)
+    };
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n)
+            .map(Some)
+            .map_err(|_| format!("port {n} is out of range")),
+        IntOrString::String(name) => {
+            if let Some(r) = &sd.spec.service_ref
+                && let Some(svc) = cluster
+                    .services
+                    .get(&(pod.namespace.clone(), r.name.clone()))
+                && let Some(sp) = svc.ports.iter().find(|p| p.name.as_deref() == Some(name))
+            {
+                return match &sp.target {
+                    IntOrString::Int(n) => u16::try_from(*n)
+                        .map(Some)
+                        .map_err(|_| format!("target port {n} is out of range")),
+                    IntOrString::String(target) => named(target).map(Some).ok_or_else(|| {
+                        format!("pod has no container port named {target:?} (target of Service port {name:?})")
+                    }),
+                };
+            }
+            named(name)
+                .map(Some)
+                .ok_or_else(|| format!("pod has no container port named {name:?}"))
+        }
+    }
+}
+
+/// The label keys an SD copies, honouring `include: ["*"]` and `exclude`.
+fn wanted_labels<'a>(
+    sd: &ServiceDiscovery,
+    labels: &'a BTreeMap<String, String>,
+) -> Vec<(&'a String, &'a String)> {
+    let Some(rules) = &sd.spec.label_attributes else {
+        return Vec::new();
+    };
+    let all = rules.include.iter().any(|k| k == "*");
+    labels
+        .iter()
+        .filter(|(k, _)| (all || rules.include.contains(k)) && !rules.exclude.contains(k))
+        .collect()
+}
+
+/// Computes the plan for one SD.
+pub fn plan(
+    sd: &ServiceDiscovery,
+    cluster: &Cluster,
+    cluster_id: &str,
+    now: EpochMillis,
+) -> Result<Plan, PlanError> {
+    let ns_name = &sd.spec.namespace_ref.name;
+    let wns = cluster
+        .namespaces
+        .get(ns_name)
+        .ok_or_else(|| PlanError::NamespaceNotFound(ns_name.clone()))?;
+    let selector = cluster.selector_of(sd).map_err(|e| match e {
+        SelectorError::ServiceNotFound(n) => PlanError::ServiceNotFound(n),
+        SelectorError::Invalid(m) => PlanError::InvalidSelector(m),
+    })?;
+    let mut problems = Vec::new();
+
+    let dns_config = match (&sd.spec.dns, wns.spec.type_.is_dns()) {
+        (Some(dns), true) => Some(DnsConfig {
+            routing_policy: match dns.routing_policy {
+                crd::RoutingPolicy::Multivalue => RoutingPolicy::Multivalue,
+                crd::RoutingPolicy::Weighted => RoutingPolicy::Weighted,
+            },
+            records: dns
+                .records
+                .iter()
+                .map(|r| DnsRecord {
+                    kind: record_type(r.type_),
+                    ttl: i64::from(r.ttl),
+                })
+                .collect(),
+        }),
+        (Some(_), false) => {
+            problems.push(Problem {
+                reason: "DnsIgnored",
+                message: format!(
+                    "spec.dns is ignored: Namespace {ns_name} is an Http namespace (API discovery only)"
+                ),
+            });
+            None
+        }
+        (None, _) => None,
+    };
+    let selects_pods = sd.spec.selector.is_some() || sd.spec.service_ref.is_some();
+    let hc_type = sd.spec.health_check.as_ref().map(|h| h.type_);
+    let health_check_config = sd
+        .spec
+        .health_check
+        .as_ref()
+        .filter(|h| h.type_.is_probe())
+        .map(|h| HealthCheckConfig {
+            kind: match h.type_ {
+                HealthCheckType::Https => RegHc::Https,
+                HealthCheckType::Tcp => RegHc::Tcp,
+                _ => RegHc::Http,
+            },
+            resource_path: matches!(h.type_, HealthCheckType::Http | HealthCheckType::Https)
+                .then(|| h.effective_path().to_string()),
+            failure_threshold: Some(h.effective_failure_threshold() as i32),
+        });
+    let custom_health = match hc_type {
+        Some(HealthCheckType::Readiness | HealthCheckType::Custom) => true,
+        Some(_) => false,
+        // Readiness is the default for pods; static-only services have no check.
+        None => selects_pods,
+    };
+    let service = DesiredService {
+        namespace: wns.registry_name().to_string(),
+        name: sd.service_name().to_string(),
+        description: sd.spec.description.clone(),
+        dns_config,
+        health_check_config,
+        custom_health,
+    };
+
+    let owner_marker = format!(
+        "{cluster_id}/{}/{}",
+        sd.namespace().unwrap_or_default(),
+        sd.name_any()
+    );
+    let mut instances = Vec::new();
+    let mut skipped: BTreeMap<(String, SkippedLabelReason), String> = BTreeMap::new();
+    let mut next_deadline: Option<EpochMillis> = None;
+    let mut port_problems = BTreeSet::new();
+    let drain_ms = i64::from(sd.spec.drain_seconds) * 1000;
+    let empty = BTreeMap::new();
+    let pods = cluster
+        .pods
+        .get(&sd.namespace().unwrap_or_default())
+        .unwrap_or(&empty);
+    for pod in pods.values().filter(|p| selector.matches(&p.labels)) {
+        if pod.finished || (pod.ipv4.is_none() && pod.ipv6.is_none()) {
+            continue;
+        }
+        let health = match pod.deletion_requested {
+            Some(at) if now >= at + drain_ms => continue,
+            Some(at) => {
+                let end = at + drain_ms;
+                next_deadline = Some(next_deadline.map_or(end, |d| d.min(end)));
+                HealthStatus::Unhealthy
+            }
+            None if pod.ready => HealthStatus::Healthy,
+            None => HealthStatus::Unhealthy,
+        };
+        let port = match resolve_port(sd, cluster, pod) {
+            Ok(p) => p,
+            Err(e) => {
+                port_problems.insert(format!("{}: {e}", pod.name));
+                continue;
+            }
+        };
+        let mut attrs = Attributes::new();
+        if let Some(ip) = &pod.ipv4 {
+            attrs.insert(AWS_INSTANCE_IPV4.into(), ip.clone());
+        }
+        if let Some(ip) = &pod.ipv6 {
+            attrs.insert(AWS_INSTANCE_IPV6.into(), ip.clone());
+        }
+        if let Some(p) = port {
+            attrs.insert(AWS_INSTANCE_PORT.into(), p.to_string());
+        }
+        attrs.insert(K8S_NAMESPACE.into(), pod.namespace.clone());
+        attrs.insert(K8S_POD_NAME.into(), pod.name.clone());
+        if let Some(node) = &pod.node {
+            attrs.insert(K8S_NODE_NAME.into(), node.clone());
+            if let Some(info) = cluster.nodes.get(node) {
+                if let Some(z) = &info.zone {
+                    attrs.insert(AVAILABILITY_ZONE.into(), z.clone());
+                }
+                if let Some(r) = &info.region {
+                    attrs.insert(REGION.into(), r.clone());
+                }
+            }
+        }
+        attrs.insert(WAYMARK_MANAGED_BY.into(), owner_marker.clone());
+        for (k, v) in &sd.spec.attributes {
+            if !attrs.contains_key(k) {
+                attrs.insert(k.clone(), v.clone());
+            }
+        }
+        add_labels(sd, pod, &mut attrs, &mut skipped);
+        instances.push(DesiredInstance {
+            id: instance_id_for(&pod.name),
+            attributes: attrs,
+            health,
+        });
+    }
+    for st in &sd.spec.instances {
+        let mut attrs: Attributes = sd.spec.attributes.clone();
+        attrs.extend(st.attributes.clone());
+        attrs.insert(WAYMARK_MANAGED_BY.into(), owner_marker.clone());
+        instances.push(DesiredInstance {
+            id: st.id.clone(),
+            attributes: attrs,
+            health: HealthStatus::Healthy,
+        });
+    }
+    if !port_problems.is_empty() {
+        let n = port_problems.len();
+        let sample: Vec<_> = port_problems.into_iter().take(3).collect();
+        problems.push(Problem {
+            reason: "PortNotFound",
+            message: format!(
+                "{n} pod(s) not registered because spec.port cannot be resolved: {}",
+                sample.join("; ")
+            ),
+        });
+    }
+    let skipped_labels: Vec<SkippedLabel> = skipped
+        .into_iter()
+        .map(|((label, reason), message)| SkippedLabel {
+            label,
+            reason,
+            message: Some(message),
+        })
+        .collect();
+    if !skipped_labels.is_empty() {
+        problems.push(Problem {
+            reason: "LabelsSkipped",
+            message: format!(
+                "{} label(s) could not become attributes: {}",
+                skipped_labels.len(),
+                skipped_labels
+                    .iter()
+                    .map(|s| s.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    Ok(Plan {
+        service,
+        instances,
+        skipped_labels,
+        problems,
+        next_deadline,
+    })
+}
+
+/// Copies the chosen labels into `attrs`, recording each label that cannot
+/// become an attribute (never silently dropped).
+fn add_labels(
+    sd: &ServiceDiscovery,
+    pod: &PodInfo,
+    attrs: &mut Attributes,
+    skipped: &mut BTreeMap<(String, SkippedLabelReason), String>,
+) {
+    let mut custom = attrs
+        .keys()
+        .filter(|k| !validate::is_reserved_attribute(k))
+        .count();
+    let mut total: usize = attrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    for (k, v) in wanted_labels(sd, &pod.labels) {
+        let skip = |reason, message: String| (k.clone(), reason, message);
+        let verdict = if validate::is_reserved_attribute(k)
+            || k.starts_with("AWS_")
+            || SYSTEM_ATTRIBUTES.contains(&k.as_str())
+        {
+            Err(skip(
+                SkippedLabelReason::Reserved,
+                format!("{k} is set by Waymark or reserved by Cloud Map"),
+            ))
+        } else if sd.spec.attributes.contains_key(k) || attrs.contains_key(k) {
+            Err(skip(
+                SkippedLabelReason::Conflict,
+                format!("{k} is already set by spec.attributes"),
+            ))
+        } else if let Err(e) = validate::attribute_key(k) {
+            Err(skip(SkippedLabelReason::InvalidKey, e.to_string()))
+        } else if let Err(e) = validate::attribute_value(k, v) {
+            Err(skip(
+                SkippedLabelReason::InvalidValue,
+                format!("pod {}: {e}", pod.name),
+            ))
+        } else if custom >= validate::MAX_CUSTOM_ATTRIBUTES
+            || total + k.len() + v.len() > MAX_ATTRIBUTES_TOTAL_LEN
+        {
+            Err(skip(
+                SkippedLabelReason::TooManyAttributes,
+                format!(
+                    "an instance holds at most {} custom attributes and {MAX_ATTRIBUTES_TOTAL_LEN} characters",
+                    validate::MAX_CUSTOM_ATTRIBUTES
+                ),
+            ))
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) => {
+                custom += 1;
+                total += k.len() + v.len();
+                attrs.insert(k.clone(), v.clone());
+            }
+            Err((label, reason, message)) => {
+                skipped.entry((label, reason)).or_insert(message);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::cluster::ContainerPort;
+    use crate::crd::{Namespace as Wns, NamespaceSpec, NamespaceType, ServiceDiscoverySpec};
+
+    fn sd(spec_yaml: &str) -> ServiceDiscovery {
+        let spec: ServiceDiscoverySpec = serde_yaml::from_str(spec_yaml).unwrap();
+        let mut sd = ServiceDiscovery::new("web", spec);
+        sd.metadata.namespace = Some("shop".into());
+        sd
+    }
+
+    fn cluster(ns_type: NamespaceType, pods: Vec<PodInfo>) -> Cluster {
+        let mut c = Cluster::default();
+        c.namespaces.insert(
+            "q.local".into(),
+            Wns::new(
+                "q.local",
+                NamespaceSpec {
+                    name: None,
+                    type_: ns_type,
+                    description: None,
+                    soa_ttl: None,
+                },
+            ),
+        );
+        for p in pods {
+            c.pods
+                .entry(p.namespace.clone())
+                .or_default()
+                .insert(p.name.clone(), p);
+        }
+        c
+    }
+
+    fn pod(name: &str, labels: &[(&str, &str)], ready: bool) -> PodInfo {
+        PodInfo {
+            namespace: "shop".into(),
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ipv4: Some("10.0.0.1".into()),
+            ipv6: None,
+            ready,
+            finished: false,
+            node: None,
+            ports: vec![ContainerPort {
+                name: Some("http".into()),
+                port: 8080,
+            }],
+            deletion_requested: None,
+            has_registered_gate: false,
+            registered_condition: None,
+        }
+    }
+
+    #[test]
+    fn long_pod_names_get_stable_hashed_ids() {
+        assert_eq!(instance_id_for("web-1"), "web-1");
+        let long = format!("{}-7d9f8c6b5-abcde", "a".repeat(60));
+        let id = instance_id_for(&long);
+        assert!(id.len() <= 64, "{id}");
+        assert_eq!(id, instance_id_for(&long), "stable");
+        assert_ne!(id, instance_id_for(&format!("{long}x")));
+        assert!(validate::instance_id(&id).is_ok());
+    }
+
+    #[test]
+    fn plan_maps_pods_labels_and_health() {
+        let sd = sd(
+            "namespaceRef: {name: q.local}\nselector: {matchLabels: {app: web}}\nport: http\nlabelAttributes: {include: ['*'], exclude: [pod-template-hash]}\nattributes: {environment: prod}\n",
+        );
+        let c = cluster(
+            NamespaceType::Http,
+            vec![
+                pod(
+                    "a",
+                    &[
+                        ("app", "web"),
+                        ("pod-template-hash", "x"),
+                        ("AWS_INSTANCE_IPV4", "1.2.3.4"),
+                        ("environment", "dev"),
+                    ],
+                    true,
+                ),
+                pod("b", &[("app", "web")], false),
+                pod("c", &[("app", "db")], true),
+            ],
+        );
+        let plan = plan(&sd, &c, "c1", 0).unwrap();
+        assert!(
+            plan.service.custom_health,
+            "readiness drives health by default"
+        );
+        let ids: Vec<(&str, HealthStatus)> = plan
+            .instances
+            .iter()
+            .map(|i| (i.id.as_str(), i.health))
+            .collect();
+        assert_eq!(
+            ids,
+            [("a", HealthStatus::Healthy), ("b", HealthStatus::Unhealthy)]
+        );
+        let a = &plan.instances[0].attributes;
+        assert_eq!(
+            a[AWS_INSTANCE_IPV4], "10.0.0.1",
+            "a label never overrides a reserved attribute"
+        );
+        assert_eq!(a[AWS_INSTANCE_PORT], "8080");
+        assert_eq!(a["environment"], "prod", "spec attributes win over labels");
+        assert!(!a.contains_key("pod-template-hash"));
+        let skipped: Vec<(&str, SkippedLabelReason)> = plan
+            .skipped_labels
+            .iter()
+            .map(|s| (s.label.as_str(), s.reason))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                ("AWS_INSTANCE_IPV4", SkippedLabelReason::Reserved),
+                ("environment", SkippedLabelReason::Conflict)
+            ]
+        );
+        assert!(plan.problems.iter().any(|p| p.reason == "LabelsSkipped"));
+    }
+
+    #[test]
+    fn terminating_pods_drain_until_their_deadline() {
+        let sd = sd(
+            "namespaceRef: {name: q.local}\nselector: {matchLabels: {app: web}}\ndrainSeconds: 30\n",
+        );
+        let mut p = pod("a", &[("app", "web")], true);
+        p.deletion_requested = Some(1_000_000);
+        let c = cluster(NamespaceType::Http, vec![p]);
+        let during = plan(&sd, &c, "c1", 1_010_000).unwrap();
+        assert_eq!(during.instances[0].health, HealthStatus::Unhealthy);
+        assert_eq!(during.next_deadline, Some(1_030_000));
+        let after = plan(&sd, &c, "c1", 1_030_000).unwrap();
+        assert!(after.instances.is_empty());
+    }
+
+    #[test]
+    fn dns_is_ignored_in_http_namespaces_and_ports_must_resolve() {
+        let sd = sd(
+            "namespaceRef: {name: q.local}\nselector: {matchLabels: {app: web}}\nport: grpc\ndns: {records: [{type: A, ttl: 5}]}\n",
+        );
+        let c = cluster(NamespaceType::Http, vec![pod("a", &[("app", "web")], true)]);
+        let plan = plan(&sd, &c, "c1", 0).unwrap();
+        assert!(plan.service.dns_config.is_none());
+        let reasons: Vec<&str> = plan.problems.iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, ["DnsIgnored", "PortNotFound"]);
+        assert!(plan.instances.is_empty());
+    }
+
+    #[test]
+    fn missing_references_are_plan_errors() {
+        let c = cluster(NamespaceType::Http, vec![]);
+        let e = plan(&sd("namespaceRef: {name: nope}\n"), &c, "c1", 0).unwrap_err();
+        assert_eq!(e.reason(), "NamespaceNotFound");
+        let e = plan(
+            &sd("namespaceRef: {name: q.local}\nserviceRef: {name: api}\n"),
+            &c,
+            "c1",
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "ServiceNotFound");
+    }
+}

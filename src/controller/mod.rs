@@ -1,0 +1,1400 @@
+//! The controller: watches Pods, Services, Nodes and the Waymark custom
+//! resources, keeps the registry equal to what runs in the cluster, and
+//! reports what it did on the custom resources.
+//!
+//! Shape (as linkerd's policy controller): watch streams feed one loop that
+//! owns a slim copy of the cluster ([`cluster::Cluster`]); each event marks
+//! the affected ServiceDiscoveries and Namespaces dirty; after each batch of
+//! events the loop turns every dirty object into a plan ([`desired::plan`],
+//! pure) and applies it to the registry in one atomic write per service.
+//! Status patches and Events go to a separate writer task, so a slow API
+//! server never delays registration.
+//!
+//! Safety at restart: nothing is reconciled — and no stale instance is
+//! removed — until every watch has listed its objects.
+
+pub mod cluster;
+pub mod desired;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace as KubeNamespace, Node, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use self::cluster::{Cluster, Key, NodeInfo, PodInfo, ServiceInfo};
+use self::desired::{DesiredService, Plan, owner_object};
+use crate::crd::{
+    InstanceCounts, Namespace as WaymarkNamespace, NamespaceStatus, ServiceDiscovery,
+    ServiceDiscoveryStatus,
+};
+use crate::registry::model::{HealthCheckCustomConfig, HealthStatus, NamespaceType, Owner};
+use crate::registry::{
+    self, CreateNamespace, CreateService, Registry, UpdateNamespace, UpdateService,
+};
+
+/// The field manager of every write the controller makes.
+pub const MANAGER: &str = "waymark-controller";
+/// The finalizer that holds a Namespace while ServiceDiscoveries use it.
+pub const NAMESPACE_FINALIZER: &str = "waymark.dev/namespace-in-use";
+
+/// Errors of the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CRDs are not installed.
+    #[error(
+        "the waymark.dev CRDs are not installed in this cluster ({0}); install them with \
+         `kubectl apply -f crds/` or `waymark crds | kubectl apply -f -`, then start again"
+    )]
+    CrdsMissing(#[source] kube::Error),
+    /// The cluster id could not be determined.
+    #[error(
+        "cannot determine the cluster id from the kube-system namespace ({0}); set --cluster-id"
+    )]
+    ClusterId(#[source] kube::Error),
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    /// A watch stream ended unexpectedly.
+    #[error("the {0} watch ended unexpectedly")]
+    WatchEnded(&'static str),
+}
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Identifies this cluster in ownership markers; defaults to the UID of
+    /// the `kube-system` namespace.
+    pub cluster_id: Option<String>,
+    /// How often every object is reconciled again to repair drift.
+    pub resync: Duration,
+    /// Name reported as the source of Events (e.g. the pod name).
+    pub instance: Option<String>,
+    /// Kubernetes namespaces whose Pods, Services and ServiceDiscoveries are
+    /// watched; empty means all.
+    pub watch_namespaces: Vec<String>,
+    /// Label selector for the Waymark Namespaces and ServiceDiscoveries this
+    /// instance manages (several installations can share a cluster).
+    pub selector: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cluster_id: None,
+            resync: Duration::from_secs(300),
+            instance: None,
+            watch_namespaces: Vec::new(),
+            selector: None,
+        }
+    }
+}
+
+/// Checks that the CRDs are installed (so `waymark run` fails early with
+/// instructions) and returns the cluster id to use.
+pub async fn preflight(client: &Client, config: &Config) -> Result<String, Error> {
+    Api::<WaymarkNamespace>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdsMissing)?;
+    Api::<ServiceDiscovery>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdsMissing)?;
+    if let Some(id) = &config.cluster_id {
+        return Ok(id.clone());
+    }
+    let ns = Api::<KubeNamespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .map_err(Error::ClusterId)?;
+    Ok(ns.uid().unwrap_or_default())
+}
+
+/// The Kubernetes namespace a watch is limited to (`None`: all).
+type Scope = Option<String>;
+
+/// One watch event, tagged with its kind and its watch's scope.
+// Each message is moved once through the channel; boxing the large variants
+// would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Pod(Scope, Event<Pod>),
+    Service(Scope, Event<Service>),
+    Node(Scope, Event<Node>),
+    Discovery(Scope, Event<ServiceDiscovery>),
+    Namespace(Scope, Event<WaymarkNamespace>),
+    WatchError(&'static str, String),
+}
+
+/// Spawns a watch that forwards its events into the loop.
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    name: &'static str,
+    scope: Scope,
+    tx: mpsc::Sender<Msg>,
+    wrap: fn(Scope, Event<K>) -> Msg,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        while let Some(item) = stream.next().await {
+            let msg = match item {
+                Ok(ev) => wrap(scope.clone(), ev),
+                Err(e) => Msg::WatchError(name, e.to_string()),
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+use kube::runtime::watcher::watcher;
+
+/// A write to the Kubernetes API, done by the writer task.
+#[allow(clippy::large_enum_variant)]
+enum Write {
+    SdStatus {
+        key: Key,
+        status: serde_json::Value,
+    },
+    NsStatus {
+        name: String,
+        status: serde_json::Value,
+    },
+    NsFinalizers {
+        name: String,
+        finalizers: Vec<String>,
+    },
+    Event {
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+        event: KubeEvent,
+    },
+}
+
+/// Applies status patches, finalizer changes and Events with a timeout each.
+async fn writer(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<Write>) {
+    let recorder = Recorder::new(client.clone(), reporter);
+    let params = PatchParams::apply(MANAGER).force();
+    let timeout = Duration::from_secs(10);
+    while let Some(w) = rx.recv().await {
+        let result = match w {
+            Write::SdStatus { key, status } => {
+                let api = Api::<ServiceDiscovery>::namespaced(client.clone(), &key.0);
+                let patch = json!({"apiVersion": "waymark.dev/v1alpha1", "kind": "ServiceDiscovery", "status": status});
+                tokio::time::timeout(
+                    timeout,
+                    api.patch_status(&key.1, &params, &Patch::Apply(patch)),
+                )
+                .await
+                .map(|r| r.map(|_| ()))
+            }
+            Write::NsStatus { name, status } => {
+                let api = Api::<WaymarkNamespace>::all(client.clone());
+                let patch = json!({"apiVersion": "waymark.dev/v1alpha1", "kind": "Namespace", "status": status});
+                tokio::time::timeout(
+                    timeout,
+                    api.patch_status(&name, &params, &Patch::Apply(patch)),
+                )
+                .await
+                .map(|r| r.map(|_| ()))
+            }
+            Write::NsFinalizers { name, finalizers } => {
+                let api = Api::<WaymarkNamespace>::all(client.clone());
+                // A merge patch of the whole list: finalizers are a plain list
+                // that other actors may also edit, so SSA ownership does not fit.
+                let patch = json!({"metadata": {"finalizers": finalizers}});
+                tokio::time::timeout(
+                    timeout,
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)),
+                )
+                .await
+                .map(|r| r.map(|_| ()))
+            }
+            Write::Event { reference, event } => {
+                tokio::time::timeout(timeout, recorder.publish(&event, &reference)).await
+            }
+        };
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(kube::Error::Api(e))) if e.code == 404 => {
+                debug!("object gone before the write: {}", e.message)
+            }
+            Ok(Err(e)) => warn!(error = %e, "Kubernetes write failed"),
+            Err(_) => warn!("Kubernetes write timed out"),
+        }
+    }
+}
+
+/// Which watches have completed their initial list.
+#[derive(Debug, Default)]
+struct Synced {
+    expected: BTreeSet<(&'static str, Scope)>,
+    done: BTreeSet<(&'static str, Scope)>,
+}
+
+impl Synced {
+    fn mark(&mut self, kind: &'static str, scope: &Scope) {
+        self.done.insert((kind, scope.clone()));
+    }
+
+    fn all(&self) -> bool {
+        self.expected.is_subset(&self.done)
+    }
+}
+
+/// The controller loop's state.
+struct Controller {
+    registry: Arc<Registry>,
+    cluster_id: String,
+    cluster: Cluster,
+    synced: Synced,
+    // Keys seen since a watch's Init, to drop what disappeared at InitDone.
+    relist: HashMap<(&'static str, Scope), BTreeSet<Key>>,
+    dirty_sds: BTreeSet<Key>,
+    dirty_namespaces: BTreeSet<String>,
+    deleted_sds: Vec<Key>,
+    deadlines: BTreeMap<i64, BTreeSet<Key>>,
+    sent_sd_status: HashMap<Key, serde_json::Value>,
+    sent_ns_status: HashMap<String, serde_json::Value>,
+    gc_done: bool,
+    writes: mpsc::Sender<Write>,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    registry: Arc<Registry>,
+    config: Config,
+    cluster_id: String,
+    ready: impl Fn(bool) + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (tx, mut rx) = mpsc::channel::<Msg>(4096);
+    let all = watcher::Config::default();
+    let selected = match &config.selector {
+        Some(s) => watcher::Config::default().labels(s),
+        None => watcher::Config::default(),
+    };
+    let mut watches = vec![
+        spawn_watch(
+            Api::<Node>::all(client.clone()),
+            all.clone(),
+            "Node",
+            None,
+            tx.clone(),
+            Msg::Node,
+        ),
+        spawn_watch(
+            Api::<WaymarkNamespace>::all(client.clone()),
+            selected.clone(),
+            "Namespace",
+            None,
+            tx.clone(),
+            Msg::Namespace,
+        ),
+    ];
+    let mut expected: BTreeSet<(&'static str, Scope)> =
+        [("Node", None), ("Namespace", None)].into();
+    // One watch per kind and namespace; the loop treats a kind as synced once
+    // every one of its watches has listed.
+    let scopes: Vec<Option<&str>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config
+            .watch_namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    for ns in &scopes {
+        let api = |c: &Client| match ns {
+            Some(ns) => (
+                Api::<Pod>::namespaced(c.clone(), ns),
+                Api::<Service>::namespaced(c.clone(), ns),
+                Api::<ServiceDiscovery>::namespaced(c.clone(), ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+            ),
+        };
+        let (pods, services, sds) = api(&client);
+        let scope: Scope = ns.map(str::to_string);
+        watches.push(spawn_watch(
+            pods,
+            all.clone(),
+            "Pod",
+            scope.clone(),
+            tx.clone(),
+            Msg::Pod,
+        ));
+        watches.push(spawn_watch(
+            services,
+            all.clone(),
+            "Service",
+            scope.clone(),
+            tx.clone(),
+            Msg::Service,
+        ));
+        watches.push(spawn_watch(
+            sds,
+            selected.clone(),
+            "ServiceDiscovery",
+            scope.clone(),
+            tx.clone(),
+            Msg::Discovery,
+        ));
+        for kind in ["Pod", "Service", "ServiceDiscovery"] {
+            expected.insert((kind, scope.clone()));
+        }
+    }
+    drop(tx);
+    let (wtx, wrx) = mpsc::channel(4096);
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: config.instance.clone(),
+    };
+    let writer = tokio::spawn(writer(client, reporter, wrx));
+    let mut ctl = Controller {
+        registry,
+        cluster_id,
+        cluster: Cluster::default(),
+        synced: Synced {
+            expected,
+            done: BTreeSet::new(),
+        },
+        relist: HashMap::new(),
+        dirty_sds: BTreeSet::new(),
+        dirty_namespaces: BTreeSet::new(),
+        deleted_sds: Vec::new(),
+        deadlines: BTreeMap::new(),
+        sent_sd_status: HashMap::new(),
+        sent_ns_status: HashMap::new(),
+        gc_done: false,
+        writes: wtx,
+    };
+    let mut resync = tokio::time::interval(config.resync);
+    resync.tick().await;
+    tokio::pin!(shutdown);
+    let result = loop {
+        let next_deadline = ctl.deadlines.keys().next().copied();
+        let sleep = async {
+            match next_deadline {
+                Some(at) => {
+                    let wait = (at - registry::now_millis()).max(0) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break Err(Error::WatchEnded("all")) };
+                ctl.handle(msg);
+                // Drain what is already queued so a burst is reconciled once.
+                while let Ok(msg) = rx.try_recv() {
+                    ctl.handle(msg);
+                }
+            }
+            () = sleep => {
+                let now = registry::now_millis();
+                let due: Vec<i64> = ctl.deadlines.range(..=now).map(|(k, _)| *k).collect();
+                for k in due {
+                    if let Some(keys) = ctl.deadlines.remove(&k) {
+                        ctl.dirty_sds.extend(keys);
+                    }
+                }
+            }
+            _ = resync.tick() => {
+                ctl.dirty_sds.extend(ctl.cluster.discoveries.keys().cloned());
+                ctl.dirty_namespaces.extend(ctl.cluster.namespaces.keys().cloned());
+                ctl.gc_done = false;
+            }
+        }
+        if ctl.synced.all() {
+            tokio::task::block_in_place(|| ctl.reconcile_dirty());
+            ready(true);
+        }
+    };
+    for w in watches {
+        w.abort();
+    }
+    drop(ctl);
+    let _ = writer.await;
+    result
+}
+
+impl Controller {
+    fn owner(&self, object: String) -> Owner {
+        Owner::Controller {
+            cluster: self.cluster_id.clone(),
+            object,
+        }
+    }
+
+    /// Tracks keys listed since a watch's `Init`; at `InitDone` returns the
+    /// keys of that watch's scope that were not listed again (deleted while
+    /// we were not watching) and marks the watch synced.
+    fn relist(&mut self, kind: &'static str, scope: &Scope, phase: Phase) -> Vec<Key> {
+        let id = (kind, scope.clone());
+        match phase {
+            Phase::Init => {
+                self.relist.insert(id, BTreeSet::new());
+                Vec::new()
+            }
+            Phase::Item(key) => {
+                if let Some(set) = self.relist.get_mut(&id) {
+                    set.insert(key);
+                }
+                Vec::new()
+            }
+            Phase::Done(existing) => {
+                let seen = self.relist.remove(&id).unwrap_or_default();
+                self.synced.mark(kind, scope);
+                existing
+                    .into_iter()
+                    .filter(|k| !seen.contains(k))
+                    .filter(|(ns, _)| scope.as_ref().is_none_or(|s| s == ns))
+                    .collect()
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::WatchError(kind, e) => warn!(kind, error = %e, "watch error (retrying)"),
+            Msg::Pod(scope, ev) => self.on_pod(&scope, ev),
+            Msg::Service(scope, ev) => self.on_service(&scope, ev),
+            Msg::Node(scope, ev) => self.on_node(&scope, ev),
+            Msg::Discovery(scope, ev) => self.on_discovery(&scope, ev),
+            Msg::Namespace(scope, ev) => self.on_namespace(&scope, ev),
+        }
+    }
+
+    fn pod_changed(&mut self, key: Key, new: Option<PodInfo>) {
+        let pods = self.cluster.pods.entry(key.0.clone()).or_default();
+        let old = match &new {
+            Some(info) => pods.insert(key.1.clone(), info.clone()),
+            None => pods.remove(&key.1),
+        };
+        if old == new {
+            return;
+        }
+        let mut dirty = BTreeSet::new();
+        for info in [old.as_ref(), new.as_ref()].into_iter().flatten() {
+            dirty.extend(self.cluster.discoveries_selecting(&key.0, &info.labels));
+        }
+        self.dirty_sds.extend(dirty);
+    }
+
+    fn on_pod(&mut self, scope: &Scope, ev: Event<Pod>) {
+        let key = |p: &Pod| (p.namespace().unwrap_or_default(), p.name_any());
+        match ev {
+            Event::Init => {
+                self.relist("Pod", scope, Phase::Init);
+            }
+            Event::InitApply(p) | Event::Apply(p) => {
+                let k = key(&p);
+                self.relist("Pod", scope, Phase::Item(k.clone()));
+                self.pod_changed(k, Some(PodInfo::from_pod(&p)));
+            }
+            Event::Delete(p) => self.pod_changed(key(&p), None),
+            Event::InitDone => {
+                let existing: Vec<Key> = self
+                    .cluster
+                    .pods
+                    .iter()
+                    .flat_map(|(ns, m)| m.keys().map(move |n| (ns.clone(), n.clone())))
+                    .collect();
+                for k in self.relist("Pod", scope, Phase::Done(existing)) {
+                    self.pod_changed(k, None);
+                }
+            }
+        }
+    }
+
+    fn service_changed(&mut self, key: Key, new: Option<ServiceInfo>) {
+        let old = match &new {
+            Some(info) => self.cluster.services.insert(key.clone(), info.clone()),
+            None => self.cluster.services.remove(&key),
+        };
+        if old != new {
+            let dirty: Vec<Key> = self
+                .cluster
+                .discoveries_referencing(&key.0, &key.1)
+                .collect();
+            self.dirty_sds.extend(dirty);
+        }
+    }
+
+    fn on_service(&mut self, scope: &Scope, ev: Event<Service>) {
+        let key = |s: &Service| (s.namespace().unwrap_or_default(), s.name_any());
+        match ev {
+            Event::Init => {
+                self.relist("Service", scope, Phase::Init);
+            }
+            Event::InitApply(s) | Event::Apply(s) => {
+                let k = key(&s);
+                self.relist("Service", scope, Phase::Item(k.clone()));
+                self.service_changed(k, Some(ServiceInfo::from_service(&s)));
+            }
+            Event::Delete(s) => self.service_changed(key(&s), None),
+            Event::InitDone => {
+                let existing: Vec<Key> = self.cluster.services.keys().cloned().collect();
+                for k in self.relist("Service", scope, Phase::Done(existing)) {
+                    self.service_changed(k, None);
+                }
+            }
+        }
+    }
+
+    fn node_changed(&mut self, name: String, new: Option<NodeInfo>) {
+        let old = match &new {
+            Some(info) => self.cluster.nodes.insert(name.clone(), info.clone()),
+            None => self.cluster.nodes.remove(&name),
+        };
+        // Node objects change constantly (heartbeats); only topology matters.
+        if old != new {
+            let affected: BTreeSet<String> = self
+                .cluster
+                .pods
+                .iter()
+                .filter(|(_, pods)| {
+                    pods.values()
+                        .any(|p| p.node.as_deref() == Some(name.as_str()))
+                })
+                .map(|(ns, _)| ns.clone())
+                .collect();
+            let dirty: Vec<Key> = self
+                .cluster
+                .discoveries
+                .keys()
+                .filter(|(ns, _)| affected.contains(ns))
+                .cloned()
+                .collect();
+            self.dirty_sds.extend(dirty);
+        }
+    }
+
+    fn on_node(&mut self, scope: &Scope, ev: Event<Node>) {
+        match ev {
+            Event::Init => {
+                self.relist("Node", scope, Phase::Init);
+            }
+            Event::InitApply(n) | Event::Apply(n) => {
+                self.relist("Node", scope, Phase::Item((String::new(), n.name_any())));
+                self.node_changed(n.name_any(), Some(NodeInfo::from_node(&n)));
+            }
+            Event::Delete(n) => self.node_changed(n.name_any(), None),
+            Event::InitDone => {
+                let existing: Vec<Key> = self
+                    .cluster
+                    .nodes
+                    .keys()
+                    .map(|n| (String::new(), n.clone()))
+                    .collect();
+                for (_, n) in self.relist("Node", scope, Phase::Done(existing)) {
+                    self.node_changed(n, None);
+                }
+            }
+        }
+    }
+
+    fn discovery_changed(&mut self, key: Key, new: Option<ServiceDiscovery>) {
+        let old = match &new {
+            Some(sd) => self.cluster.discoveries.insert(key.clone(), sd.clone()),
+            None => self.cluster.discoveries.remove(&key),
+        };
+        match (&old, &new) {
+            // Our own status writes come back as events: only spec changes matter.
+            (Some(o), Some(n))
+                if o.metadata.generation == n.metadata.generation && o.spec == n.spec => {}
+            (_, Some(_)) => {
+                self.dirty_sds.insert(key);
+            }
+            (Some(_), None) => {
+                self.deleted_sds.push(key.clone());
+                self.sent_sd_status.remove(&key);
+            }
+            (None, None) => {}
+        }
+        for sd in [old, new].into_iter().flatten() {
+            self.dirty_namespaces
+                .insert(sd.spec.namespace_ref.name.clone());
+        }
+    }
+
+    fn on_discovery(&mut self, scope: &Scope, ev: Event<ServiceDiscovery>) {
+        let key = |s: &ServiceDiscovery| (s.namespace().unwrap_or_default(), s.name_any());
+        match ev {
+            Event::Init => {
+                self.relist("ServiceDiscovery", scope, Phase::Init);
+            }
+            Event::InitApply(s) | Event::Apply(s) => {
+                let k = key(&s);
+                self.relist("ServiceDiscovery", scope, Phase::Item(k.clone()));
+                self.discovery_changed(k, Some(s));
+            }
+            Event::Delete(s) => self.discovery_changed(key(&s), None),
+            Event::InitDone => {
+                let existing: Vec<Key> = self.cluster.discoveries.keys().cloned().collect();
+                for k in self.relist("ServiceDiscovery", scope, Phase::Done(existing)) {
+                    self.discovery_changed(k, None);
+                }
+            }
+        }
+    }
+
+    fn namespace_changed(&mut self, name: String, new: Option<WaymarkNamespace>) {
+        let old = match &new {
+            Some(ns) => self.cluster.namespaces.insert(name.clone(), ns.clone()),
+            None => self.cluster.namespaces.remove(&name),
+        };
+        let same = match (&old, &new) {
+            (Some(o), Some(n)) => {
+                o.metadata.generation == n.metadata.generation
+                    && o.metadata.deletion_timestamp == n.metadata.deletion_timestamp
+                    && o.metadata.finalizers == n.metadata.finalizers
+            }
+            _ => false,
+        };
+        if !same {
+            self.dirty_namespaces.insert(name.clone());
+            let dirty: Vec<Key> = self
+                .cluster
+                .discoveries
+                .iter()
+                .filter(|(_, sd)| sd.spec.namespace_ref.name == name)
+                .map(|(k, _)| k.clone())
+                .collect();
+            self.dirty_sds.extend(dirty);
+        }
+        if new.is_none() {
+            self.sent_ns_status.remove(&name);
+        }
+    }
+
+    fn on_namespace(&mut self, scope: &Scope, ev: Event<WaymarkNamespace>) {
+        match ev {
+            Event::Init => {
+                self.relist("Namespace", scope, Phase::Init);
+            }
+            Event::InitApply(n) | Event::Apply(n) => {
+                self.relist(
+                    "Namespace",
+                    scope,
+                    Phase::Item((String::new(), n.name_any())),
+                );
+                self.namespace_changed(n.name_any(), Some(n));
+            }
+            Event::Delete(n) => self.namespace_changed(n.name_any(), None),
+            Event::InitDone => {
+                let existing: Vec<Key> = self
+                    .cluster
+                    .namespaces
+                    .keys()
+                    .map(|n| (String::new(), n.clone()))
+                    .collect();
+                for (_, n) in self.relist("Namespace", scope, Phase::Done(existing)) {
+                    self.namespace_changed(n, None);
+                }
+            }
+        }
+    }
+
+    // ----- reconciliation ---------------------------------------------------
+
+    fn reconcile_dirty(&mut self) {
+        // Services of deleted SDs go first, so a Namespace waiting for them
+        // can be released in this same pass.
+        for key in std::mem::take(&mut self.deleted_sds) {
+            if !self.cluster.discoveries.contains_key(&key) {
+                self.remove_services_of(&format!("ServiceDiscovery {}/{}", key.0, key.1), None);
+            }
+        }
+        // Then namespaces, so services find their registry namespace.
+        let namespaces = std::mem::take(&mut self.dirty_namespaces);
+        for name in &namespaces {
+            self.reconcile_namespace(name);
+        }
+        for key in std::mem::take(&mut self.dirty_sds) {
+            self.reconcile_sd(&key);
+        }
+        if !self.gc_done {
+            self.collect_garbage();
+            self.gc_done = true;
+        }
+        // Service counts may have changed while SDs were reconciled.
+        for name in namespaces {
+            self.write_namespace_status(&name);
+        }
+    }
+
+    /// Removes what this cluster's controller owns but no object asks for any
+    /// more. Runs only once every watch has synced, so a restart never
+    /// deregisters live pods.
+    fn collect_garbage(&mut self) {
+        let owned: Vec<(String, String)> = {
+            let index = self.registry.read();
+            index
+                .services()
+                .filter_map(|e| match &e.service.owner {
+                    Owner::Controller { cluster, object } if *cluster == self.cluster_id => {
+                        Some((e.service.id.clone(), object.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for (id, object) in owned {
+            let wanted = object
+                .strip_prefix("ServiceDiscovery ")
+                .and_then(|k| k.split_once('/'))
+                .is_some_and(|(ns, name)| {
+                    self.cluster
+                        .discoveries
+                        .contains_key(&(ns.to_string(), name.to_string()))
+                });
+            if !wanted {
+                info!(service = %id, %object, "removing a service whose ServiceDiscovery no longer exists");
+                self.remove_service(&id, &object);
+            }
+        }
+    }
+
+    fn remove_service(&self, id: &str, object: &str) {
+        let owner = self.owner(object.to_string());
+        if let Err(e) = self
+            .registry
+            .sync_instances(id, Vec::new(), &owner)
+            .and_then(|_| self.registry.delete_service(id, &owner))
+        {
+            warn!(service = %id, error = %e, "cannot remove service");
+        }
+    }
+
+    /// Removes the services `object` owns, except `keep`.
+    fn remove_services_of(&self, object: &str, keep: Option<&str>) {
+        let ids: Vec<String> = {
+            let index = self.registry.read();
+            index
+                .services()
+                .filter(|e| Some(e.service.id.as_str()) != keep)
+                .filter(|e| {
+                    matches!(&e.service.owner, Owner::Controller { cluster, object: o }
+                        if *cluster == self.cluster_id && o == object)
+                })
+                .map(|e| e.service.id.clone())
+                .collect()
+        };
+        for id in ids {
+            self.remove_service(&id, object);
+        }
+    }
+
+    fn event(
+        &self,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let _ = self.writes.try_send(Write::Event {
+            reference,
+            event: KubeEvent {
+                type_,
+                reason: reason.into(),
+                note: Some(note),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+        });
+    }
+
+    fn reconcile_sd(&mut self, key: &Key) {
+        let Some(sd) = self.cluster.discoveries.get(key).cloned() else {
+            return;
+        };
+        let object = owner_object(&sd);
+        let now = registry::now_millis();
+        let outcome = match desired::plan(&sd, &self.cluster, &self.cluster_id, now) {
+            Ok(plan) => {
+                if let Some(at) = plan.next_deadline {
+                    self.deadlines.entry(at).or_default().insert(key.clone());
+                }
+                self.apply_plan(&sd, &object, plan)
+            }
+            Err(e) => {
+                // Without a valid target nothing may stay registered for it.
+                self.remove_services_of(&object, None);
+                SdOutcome::failed(e.reason(), e.to_string())
+            }
+        };
+        self.write_sd_status(key, &sd, outcome);
+    }
+
+    fn apply_plan(&self, sd: &ServiceDiscovery, object: &str, plan: Plan) -> SdOutcome {
+        let owner = self.owner(object.to_string());
+        let want = &plan.service;
+        let (ns_id, ns_kind, existing) = {
+            let index = self.registry.read();
+            let Some(ns) = index.namespace_by_http_name(&want.namespace) else {
+                return SdOutcome::failed(
+                    "NamespaceNotReady",
+                    format!("registry namespace {} does not exist yet", want.namespace),
+                );
+            };
+            let existing = index
+                .service_by_name(&ns.id, &want.name)
+                .map(|e| e.service.clone());
+            (ns.id.clone(), ns.kind, existing)
+        };
+        let service_id = match existing {
+            Some(svc) if svc.owner != owner => {
+                return SdOutcome::failed(
+                    "ServiceNameConflict",
+                    format!(
+                        "service {} in namespace {} is already managed by {}",
+                        want.name,
+                        want.namespace,
+                        match &svc.owner {
+                            Owner::Api => "the Cloud Map API".to_string(),
+                            Owner::Controller { cluster, object } =>
+                                format!("{object} (cluster {cluster})"),
+                        }
+                    ),
+                );
+            }
+            Some(svc) if compatible(&svc, want) => {
+                let hc_differs = svc
+                    .health_check_config
+                    .as_ref()
+                    .map(|h| (h.kind, h.resource_path.clone(), h.failure_threshold))
+                    != want
+                        .health_check_config
+                        .as_ref()
+                        .map(|h| (h.kind, h.resource_path.clone(), h.failure_threshold));
+                let ttl_differs = svc.dns_config.as_ref().map(|d| &d.records)
+                    != want.dns_config.as_ref().map(|d| &d.records);
+                if hc_differs || ttl_differs || svc.description != want.description {
+                    let update = UpdateService {
+                        description: want.description.clone(),
+                        dns_records: want.dns_config.as_ref().map(|d| d.records.clone()),
+                        health_check_config: want.health_check_config.clone(),
+                    };
+                    if let Err(e) = self.registry.update_service(&svc.id, update, &owner) {
+                        return SdOutcome::failed("RegistryError", e.to_string());
+                    }
+                }
+                svc.id
+            }
+            existing => {
+                if let Some(old) = existing {
+                    // Record types, routing and custom health are immutable in
+                    // Cloud Map: replace the service.
+                    info!(service = %old.id, "recreating service after an immutable change");
+                    self.remove_service(&old.id, object);
+                }
+                let created = self.registry.create_service(CreateService {
+                    name: want.name.clone(),
+                    namespace_id: ns_id.clone(),
+                    description: want.description.clone(),
+                    dns_config: want.dns_config.clone(),
+                    health_check_config: want.health_check_config.clone(),
+                    health_check_custom_config: want.custom_health.then_some(
+                        HealthCheckCustomConfig {
+                            failure_threshold: None,
+                        },
+                    ),
+                    http_only: false,
+                    creator_request_id: None,
+                    tags: Vec::new(),
+                    owner: owner.clone(),
+                });
+                match created {
+                    Ok(svc) => svc.id,
+                    Err(e) => return SdOutcome::failed("RegistryError", e.to_string()),
+                }
+            }
+        };
+        // A renamed service or a new namespaceRef leaves the old one behind.
+        self.remove_services_of(object, Some(&service_id));
+        let result = match self
+            .registry
+            .sync_instances(&service_id, plan.instances, &owner)
+        {
+            Ok(r) => r,
+            Err(e) => return SdOutcome::failed("RegistryError", e.to_string()),
+        };
+        if result.changed() {
+            debug!(sd = %object, registered = result.registered, updated = result.updated,
+                deregistered = result.deregistered, health = result.health_changed, "instances synced");
+        }
+        let mut problems = plan.problems;
+        if !result.rejected.is_empty() {
+            let sample: Vec<String> = result
+                .rejected
+                .iter()
+                .take(3)
+                .map(|(id, why)| format!("{id}: {why}"))
+                .collect();
+            problems.push(desired::Problem {
+                reason: "InstancesRejected",
+                message: format!(
+                    "{} instance(s) rejected by the registry: {}",
+                    result.rejected.len(),
+                    sample.join("; ")
+                ),
+            });
+        }
+        let index = self.registry.read();
+        let counts = index.service(&service_id).map(|e| {
+            let healthy = e
+                .instances
+                .values()
+                .filter(|i| {
+                    matches!(
+                        e.reported_health(i),
+                        HealthStatus::Healthy | HealthStatus::Unknown
+                    )
+                })
+                .count() as u32;
+            InstanceCounts {
+                total: e.instances.len() as u32,
+                healthy,
+                unhealthy: e.instances.len() as u32 - healthy,
+            }
+        });
+        let _ = sd;
+        SdOutcome {
+            service_id: Some(service_id),
+            dns_name: (ns_kind != NamespaceType::Http)
+                .then(|| format!("{}.{}", want.name, want.namespace)),
+            counts,
+            failure: None,
+            problems,
+            skipped_labels: plan.skipped_labels,
+        }
+    }
+
+    fn write_sd_status(&mut self, key: &Key, sd: &ServiceDiscovery, outcome: SdOutcome) {
+        // What we last wrote is newer than what the watch may have shown us yet.
+        let previous: Vec<Condition> = self
+            .sent_sd_status
+            .get(key)
+            .and_then(|v| serde_json::from_value(v["conditions"].clone()).ok())
+            .unwrap_or_else(|| {
+                sd.status
+                    .as_ref()
+                    .map(|s| s.conditions.clone())
+                    .unwrap_or_default()
+            });
+        let previous = previous.as_slice();
+        let healthy = outcome.counts.as_ref().map_or(0, |c| c.healthy);
+        let mut conditions = Vec::new();
+        conditions.push(match &outcome.failure {
+            Some((reason, message)) => condition(previous, "Ready", false, reason, message),
+            None if healthy > 0 => condition(
+                previous,
+                "Ready",
+                true,
+                "InstancesHealthy",
+                &format!("{healthy} healthy instance(s)"),
+            ),
+            None => condition(
+                previous,
+                "Ready",
+                false,
+                "NoHealthyInstances",
+                "no instance is healthy",
+            ),
+        });
+        conditions.push(match &outcome.failure {
+            Some((reason, message)) => condition(previous, "Synced", false, reason, message),
+            None => condition(
+                previous,
+                "Synced",
+                true,
+                "Synced",
+                "the registry matches the cluster",
+            ),
+        });
+        conditions.push(if outcome.problems.is_empty() {
+            condition(
+                previous,
+                "Degraded",
+                false,
+                "AsExpected",
+                "nothing is skipped",
+            )
+        } else {
+            let reason = outcome.problems[0].reason;
+            let message: Vec<&str> = outcome
+                .problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect();
+            condition(previous, "Degraded", true, reason, &message.join("; "))
+        });
+        let status = ServiceDiscoveryStatus {
+            service_id: outcome.service_id,
+            dns_name: outcome.dns_name,
+            instances: outcome.counts,
+            observed_generation: sd.metadata.generation,
+            last_sync_time: None,
+            conditions,
+            skipped_labels: outcome.skipped_labels,
+        };
+        let mut value = serde_json::to_value(&status).unwrap_or_default();
+        if self.sent_sd_status.get(key) == Some(&value) {
+            return;
+        }
+        let was_failing = sd
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Synced"))
+            .map(|c| c.status == "False");
+        if let Some((reason, message)) = &outcome.failure
+            && was_failing != Some(true)
+        {
+            self.event(
+                sd.object_ref(&()),
+                EventType::Warning,
+                reason,
+                message.clone(),
+            );
+        }
+        self.sent_sd_status.insert(key.clone(), value.clone());
+        value["lastSyncTime"] =
+            serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now())).unwrap_or_default();
+        let _ = self.writes.try_send(Write::SdStatus {
+            key: key.clone(),
+            status: value,
+        });
+    }
+
+    fn reconcile_namespace(&mut self, name: &str) {
+        let Some(wns) = self.cluster.namespaces.get(name).cloned() else {
+            // The CR is gone: its registry namespace goes too, once empty.
+            if let Err(e) = self.delete_registry_namespace(name, None) {
+                warn!(namespace = %name, error = %e, "cannot delete the registry namespace of a deleted Namespace");
+            }
+            return;
+        };
+        let object = format!("Namespace {name}");
+        let owner = self.owner(object.clone());
+        let users: Vec<String> = self
+            .cluster
+            .discoveries_in_namespace(name)
+            .map(|sd| format!("{}/{}", sd.namespace().unwrap_or_default(), sd.name_any()))
+            .collect();
+        let finalizers = wns.metadata.finalizers.clone().unwrap_or_default();
+        if wns.metadata.deletion_timestamp.is_some() {
+            if !users.is_empty() {
+                let message = format!(
+                    "deletion is held: still used by ServiceDiscovery {}",
+                    users.join(", ")
+                );
+                if self
+                    .sent_ns_status
+                    .get(name)
+                    .and_then(|v| v["conditions"].as_array())
+                    .is_none_or(|c| !c.iter().any(|c| c["reason"] == "InUse"))
+                {
+                    self.event(
+                        wns.object_ref(&()),
+                        EventType::Warning,
+                        "DeletionHeld",
+                        message.clone(),
+                    );
+                }
+                self.ns_failure(&wns, "InUse", &message);
+                return;
+            }
+            match self.delete_registry_namespace(name, Some(&wns)) {
+                Ok(()) => {
+                    if finalizers.iter().any(|f| f == NAMESPACE_FINALIZER) {
+                        let rest: Vec<String> = finalizers
+                            .into_iter()
+                            .filter(|f| f != NAMESPACE_FINALIZER)
+                            .collect();
+                        let _ = self.writes.try_send(Write::NsFinalizers {
+                            name: name.to_string(),
+                            finalizers: rest,
+                        });
+                    }
+                }
+                Err(message) => self.ns_failure(&wns, "RegistryNamespaceInUse", &message),
+            }
+            return;
+        }
+        if !finalizers.iter().any(|f| f == NAMESPACE_FINALIZER) {
+            let mut all = finalizers;
+            all.push(NAMESPACE_FINALIZER.into());
+            let _ = self.writes.try_send(Write::NsFinalizers {
+                name: name.to_string(),
+                finalizers: all,
+            });
+        }
+        let kind = match wns.spec.type_ {
+            crate::crd::NamespaceType::Http => NamespaceType::Http,
+            crate::crd::NamespaceType::DnsPrivate => NamespaceType::DnsPrivate,
+            crate::crd::NamespaceType::DnsPublic => NamespaceType::DnsPublic,
+        };
+        let registry_name = wns.registry_name().to_string();
+        let soa_ttl = kind
+            .is_dns()
+            .then(|| i64::from(wns.spec.effective_soa_ttl()));
+        let existing = self
+            .registry
+            .read()
+            .namespace_by_http_name(&registry_name)
+            .cloned();
+        let result = match existing {
+            None => self
+                .registry
+                .create_namespace(CreateNamespace {
+                    name: registry_name.clone(),
+                    kind,
+                    description: wns.spec.description.clone(),
+                    soa_ttl,
+                    vpc: None,
+                    creator_request_id: None,
+                    tags: Vec::new(),
+                    owner: owner.clone(),
+                })
+                .map(|_| ()),
+            Some(ns)
+                if ns.owner != owner
+                    && !matches!(&ns.owner, Owner::Controller { cluster, .. } if *cluster == self.cluster_id) =>
+            {
+                Err(registry::Error::ResourceInUse(format!(
+                    "registry namespace {registry_name} already exists and is not managed by this Namespace"
+                )))
+            }
+            Some(ns) if ns.kind != kind => Err(registry::Error::ResourceInUse(format!(
+                "registry namespace {registry_name} exists with type {}",
+                ns.kind.as_str()
+            ))),
+            Some(ns) => {
+                if ns.description != wns.spec.description || ns.soa_ttl != soa_ttl {
+                    self.registry
+                        .update_namespace(
+                            &ns.id,
+                            UpdateNamespace {
+                                description: wns.spec.description.clone(),
+                                soa_ttl,
+                                updater_request_id: None,
+                            },
+                            &owner,
+                        )
+                        .map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(e) = result {
+            self.ns_failure(&wns, "RegistryError", &e.to_string());
+        }
+        // Status is written after the SDs have been reconciled (service count).
+    }
+
+    /// Deletes the registry namespace of a Waymark Namespace if this
+    /// controller owns it; fails while it still has services.
+    fn delete_registry_namespace(
+        &self,
+        name: &str,
+        wns: Option<&WaymarkNamespace>,
+    ) -> Result<(), String> {
+        let registry_name = wns.map_or(name.to_string(), |w| w.registry_name().to_string());
+        let found = self
+            .registry
+            .read()
+            .namespace_by_http_name(&registry_name)
+            .cloned();
+        let Some(ns) = found else {
+            return Ok(());
+        };
+        let ours = matches!(&ns.owner, Owner::Controller { cluster, object } if *cluster == self.cluster_id && *object == format!("Namespace {name}"));
+        if !ours {
+            return Ok(());
+        }
+        match self.registry.delete_namespace(&ns.id, &ns.owner) {
+            Ok(_) => {
+                info!(namespace = %registry_name, "registry namespace deleted");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn previous_ns_conditions(&self, wns: &WaymarkNamespace) -> Vec<Condition> {
+        self.sent_ns_status
+            .get(&wns.name_any())
+            .and_then(|v| serde_json::from_value(v["conditions"].clone()).ok())
+            .unwrap_or_else(|| {
+                wns.status
+                    .as_ref()
+                    .map(|s| s.conditions.clone())
+                    .unwrap_or_default()
+            })
+    }
+
+    fn ns_failure(&mut self, wns: &WaymarkNamespace, reason: &str, message: &str) {
+        let previous = self.previous_ns_conditions(wns);
+        let previous = previous.as_slice();
+        let status = NamespaceStatus {
+            namespace_id: wns.status.as_ref().and_then(|s| s.namespace_id.clone()),
+            service_count: wns.status.as_ref().and_then(|s| s.service_count),
+            observed_generation: wns.metadata.generation,
+            conditions: vec![
+                condition(previous, "Ready", false, reason, message),
+                condition(previous, "Synced", false, reason, message),
+            ],
+        };
+        self.send_ns_status(&wns.name_any(), status);
+    }
+
+    fn write_namespace_status(&mut self, name: &str) {
+        let Some(wns) = self.cluster.namespaces.get(name).cloned() else {
+            return;
+        };
+        if wns.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let previous = self.previous_ns_conditions(&wns);
+        let previous = previous.as_slice();
+        let index = self.registry.read();
+        let Some(ns) = index.namespace_by_http_name(wns.registry_name()) else {
+            return;
+        };
+        if !matches!(&ns.owner, Owner::Controller { cluster, .. } if *cluster == self.cluster_id) {
+            return;
+        }
+        let status = NamespaceStatus {
+            namespace_id: Some(ns.id.clone()),
+            service_count: Some(index.service_count(&ns.id) as u32),
+            observed_generation: wns.metadata.generation,
+            conditions: vec![
+                condition(
+                    previous,
+                    "Ready",
+                    true,
+                    "Registered",
+                    "the registry namespace exists",
+                ),
+                condition(
+                    previous,
+                    "Synced",
+                    true,
+                    "Synced",
+                    "the registry matches the spec",
+                ),
+            ],
+        };
+        drop(index);
+        self.send_ns_status(name, status);
+    }
+
+    fn send_ns_status(&mut self, name: &str, status: NamespaceStatus) {
+        let value = serde_json::to_value(&status).unwrap_or_default();
+        if self.sent_ns_status.get(name) == Some(&value) {
+            return;
+        }
+        self.sent_ns_status.insert(name.to_string(), value.clone());
+        let _ = self.writes.try_send(Write::NsStatus {
+            name: name.to_string(),
+            status: value,
+        });
+    }
+}
+
+/// Phases of a watch's (re)list.
+enum Phase {
+    /// The watch (re)starts listing.
+    Init,
+    /// An object was listed.
+    Item(Key),
+    /// The list is complete; these are all the keys currently known.
+    Done(Vec<Key>),
+}
+
+/// What reconciling one SD produced, for its status.
+struct SdOutcome {
+    service_id: Option<String>,
+    dns_name: Option<String>,
+    counts: Option<InstanceCounts>,
+    failure: Option<(String, String)>,
+    problems: Vec<desired::Problem>,
+    skipped_labels: Vec<crate::crd::SkippedLabel>,
+}
+
+impl SdOutcome {
+    fn failed(reason: &str, message: String) -> Self {
+        Self {
+            service_id: None,
+            dns_name: None,
+            counts: None,
+            failure: Some((reason.to_string(), message)),
+            problems: Vec::new(),
+            skipped_labels: Vec::new(),
+        }
+    }
+}
+
+/// Whether an existing registry service can be updated in place to `want`
+/// (Cloud Map cannot change record types, routing or custom health).
+fn compatible(svc: &crate::registry::model::Service, want: &DesiredService) -> bool {
+    let types = |d: Option<&crate::registry::model::DnsConfig>| {
+        d.map(|d| {
+            let mut t: Vec<_> = d.records.iter().map(|r| r.kind).collect();
+            t.sort();
+            (d.routing_policy, t)
+        })
+    };
+    types(svc.dns_config.as_ref()) == types(want.dns_config.as_ref())
+        && svc.health_check_custom_config.is_some() == want.custom_health
+}
+
+/// A condition that keeps its `lastTransitionTime` while its status is unchanged.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: since,
+        observed_generation: None,
+    }
+}

@@ -1,0 +1,714 @@
+//! `waymark run` against a real kube-apiserver: pods become instances, health
+//! follows readiness, status lands on the CRDs, and restarts lose nothing.
+//!
+//! Each test runs its own `waymark run` limited (by `--watch-namespaces` and
+//! `--selector`) to its own Kubernetes namespace and Waymark objects, so the
+//! tests share one control plane and run in parallel.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ControlPlane, TestNamespace, control_plane};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_waymark");
+const TEST_LABEL: &str = "waymark.dev/test";
+
+fn cp() -> &'static ControlPlane {
+    let cp = control_plane();
+    cp.install_crds();
+    cp
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns `Some`, for up to 20 seconds.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One test's world: a Kubernetes namespace, a Waymark Namespace and a
+/// `waymark run` scoped to them.
+struct World {
+    cp: &'static ControlPlane,
+    ns: TestNamespace,
+    registry_ns: String,
+    data_dir: PathBuf,
+    api_port: u16,
+    metrics_port: u16,
+    dns_port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    /// Creates the namespaces and starts `waymark run`.
+    fn new(prefix: &str, ns_type: &str) -> Self {
+        let cp = cp();
+        let ns = cp.create_namespace(prefix);
+        let registry_ns = format!("{}.test", ns.name);
+        let dir = tempfile::tempdir().unwrap();
+        let mut world = Self {
+            cp,
+            registry_ns,
+            data_dir: dir.path().join("data"),
+            api_port: free_port(),
+            metrics_port: free_port(),
+            dns_port: free_port(),
+            child: None,
+            _dir: dir,
+            ns,
+        };
+        world.apply(&format!(
+            r#"
+apiVersion: waymark.dev/v1alpha1
+kind: Namespace
+metadata: {{name: {name}, labels: {{{TEST_LABEL}: {label}}}}}
+spec: {{type: {ns_type}, description: test namespace}}
+"#,
+            name = world.registry_ns,
+            label = world.ns.name,
+        ));
+        world.start();
+        world
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&self.cp.kubeconfig)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--api-addr", &format!("127.0.0.1:{}", self.api_port)])
+            .args(["--dns-addr", &format!("127.0.0.1:{}", self.dns_port)])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
+            .args(["--watch-namespaces", &self.ns.name])
+            .args(["--selector", &format!("{TEST_LABEL}={}", self.ns.name)])
+            .args(["--cluster-id", "test-cluster"])
+            .args(["--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        eventually("waymark run to become ready", || {
+            self.http_get("/readyz")
+                .filter(|r| r.contains(" 200 "))
+                .map(|_| ())
+        });
+    }
+
+    /// Kills the controller with SIGKILL (no clean shutdown).
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn http_get(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    /// Calls a Cloud Map operation; returns (HTTP status, body).
+    fn api(&self, op: &str, body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let mut s = TcpStream::connect(("127.0.0.1", self.api_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "POST / HTTP/1.0\r\nX-Amz-Target: Route53AutoNaming_v20170314.{op}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    /// All instances of a service (health filter ALL), sorted by id, as
+    /// (id, health, attributes); `None` while the service does not exist.
+    fn instances(&self, service: &str) -> Option<Vec<(String, String, Value)>> {
+        let (status, body) = self.api(
+            "DiscoverInstances",
+            json!({"NamespaceName": self.registry_ns, "ServiceName": service, "HealthStatus": "ALL", "MaxResults": 1000}),
+        );
+        if status != 200 {
+            return None;
+        }
+        let mut v: Vec<(String, String, Value)> = body["Instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["InstanceId"].as_str().unwrap().to_string(),
+                    i["HealthStatus"].as_str().unwrap().to_string(),
+                    i["Attributes"].clone(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(v)
+    }
+
+    fn revision(&self, service: &str) -> i64 {
+        let (_, body) = self.api(
+            "DiscoverInstancesRevision",
+            json!({"NamespaceName": self.registry_ns, "ServiceName": service}),
+        );
+        body["InstancesRevision"].as_i64().unwrap()
+    }
+
+    /// Waits until the service's instances are exactly `want` as (id, health).
+    fn expect(&self, service: &str, want: &[(&str, &str)]) -> Vec<(String, String, Value)> {
+        eventually(&format!("{service} instances {want:?}"), || {
+            let got = self.instances(service)?;
+            let ids: Vec<(&str, &str)> = got
+                .iter()
+                .map(|(i, h, _)| (i.as_str(), h.as_str()))
+                .collect();
+            (ids == want).then_some(got.clone())
+        })
+    }
+
+    fn apply(&self, yaml: &str) {
+        let out = self
+            .cp
+            .kubectl_with_stdin(&["apply", "-n", &self.ns.name, "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            common::stderr(&out)
+        );
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.ns.name.as_str()];
+        all.extend_from_slice(args);
+        self.cp.kubectl_ok(&all)
+    }
+
+    /// A ServiceDiscovery named `name` with the given extra spec lines (YAML flow).
+    fn discovery(&self, name: &str, spec: &str) {
+        self.apply(&format!(
+            r#"
+apiVersion: waymark.dev/v1alpha1
+kind: ServiceDiscovery
+metadata: {{name: {name}, labels: {{{TEST_LABEL}: {label}}}}}
+spec:
+  namespaceRef: {{name: {ns}}}
+{spec}
+"#,
+            label = self.ns.name,
+            ns = self.registry_ns,
+        ));
+    }
+
+    /// Creates a pod with labels and a named container port.
+    fn pod(&self, name: &str, labels: &str) {
+        self.pod_on(name, labels, None);
+    }
+
+    /// Creates a pod, optionally bound to a node. A bound pod, like one a
+    /// kubelet runs, stays Terminating after deletion until it is forced.
+    fn pod_on(&self, name: &str, labels: &str, node: Option<&str>) {
+        let node = node
+            .map(|n| format!("\n  nodeName: {n}"))
+            .unwrap_or_default();
+        self.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{{labels}}}}}
+spec:{node}
+  containers: [{{name: app, image: example.invalid/app, ports: [{{name: http, containerPort: 8080}}, {{name: admin, containerPort: 9901}}]}}]
+"#
+        ));
+    }
+
+    /// Creates a Node (cluster-scoped, named after the test) with topology labels.
+    fn node(&self, zone: &str, region: &str) -> String {
+        let name = format!("{}-node", self.ns.name);
+        self.cp
+            .kubectl_apply_stdin(&format!(
+                "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{topology.kubernetes.io/zone: {zone}, topology.kubernetes.io/region: {region}}}\n"
+            ));
+        name
+    }
+
+    /// Sets the pod's IPs and Ready condition through the status subresource
+    /// (there is no kubelet).
+    fn pod_status(&self, name: &str, ips: &[&str], ready: bool) {
+        let status = json!({"status": {
+            "phase": "Running",
+            "podIP": ips.first(),
+            "podIPs": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+        }});
+        self.kubectl(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ]);
+    }
+
+    /// A status field of a ServiceDiscovery (jsonpath).
+    fn sd_status(&self, name: &str, jsonpath: &str) -> String {
+        self.kubectl(&[
+            "get",
+            "servicediscovery",
+            name,
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ])
+    }
+
+    fn condition(&self, kind: &str, name: &str, type_: &str) -> (String, String) {
+        let args: Vec<String> = match kind {
+            "wns" => vec![
+                "get".into(),
+                "waymarknamespaces.waymark.dev".into(),
+                name.into(),
+                "-o".into(),
+                "json".into(),
+            ],
+            _ => vec![
+                "get".into(),
+                "servicediscovery".into(),
+                name.into(),
+                "-o".into(),
+                "json".into(),
+            ],
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = if kind == "wns" {
+            self.cp.kubectl(&args)
+        } else {
+            let mut all = vec!["-n", self.ns.name.as_str()];
+            all.extend_from_slice(&args);
+            self.cp.kubectl(&all)
+        };
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == type_))
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap_or("").to_string(),
+                    c["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // The Waymark Namespace is cluster-scoped: remove it (and its finalizer) explicitly.
+        let _ = self.cp.kubectl(&[
+            "patch",
+            "waymarknamespaces.waymark.dev",
+            &self.registry_ns,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+        let _ = self.cp.kubectl(&[
+            "delete",
+            "waymarknamespaces.waymark.dev",
+            &self.registry_ns,
+            "--wait=false",
+        ]);
+    }
+}
+
+#[test]
+fn pods_become_instances_and_health_follows_readiness() {
+    let w = World::new("ctl-basic", "DnsPrivate");
+    w.discovery(
+        "inventory-manager",
+        "  selector: {matchLabels: {app: inv}}\n  port: http\n  dns: {records: [{type: SRV, ttl: 5}, {type: A, ttl: 5}]}\n  attributes: {environment: prod}\n  labelAttributes: {include: [app, version]}",
+    );
+    w.pod("inv-1", "app: inv, version: v1, other: x");
+    w.pod("inv-2", "app: inv, version: v1");
+    w.pod("unrelated", "app: other");
+    // A pod without an IP is not registered yet.
+    w.pod_status("inv-1", &["10.20.0.1"], true);
+    w.pod_status("unrelated", &["10.20.0.9"], true);
+    let got = w.expect("inventory-manager", &[("inv-1", "HEALTHY")]);
+    let attrs = &got[0].2;
+    assert_eq!(attrs["AWS_INSTANCE_IPV4"], "10.20.0.1");
+    assert_eq!(attrs["AWS_INSTANCE_PORT"], "8080");
+    assert_eq!(attrs["K8S_NAMESPACE"], w.ns.name);
+    assert_eq!(attrs["K8S_POD_NAME"], "inv-1");
+    assert_eq!(attrs["environment"], "prod");
+    assert_eq!(attrs["app"], "inv");
+    assert_eq!(attrs["version"], "v1");
+    assert!(
+        attrs.get("other").is_none(),
+        "only the chosen labels are copied"
+    );
+    assert!(
+        attrs["WAYMARK_MANAGED_BY"]
+            .as_str()
+            .unwrap()
+            .starts_with("test-cluster/")
+    );
+
+    // Not ready: registered but UNHEALTHY. Readiness flips both ways.
+    w.pod_status("inv-2", &["10.20.0.2"], false);
+    w.expect(
+        "inventory-manager",
+        &[("inv-1", "HEALTHY"), ("inv-2", "UNHEALTHY")],
+    );
+    let rev = w.revision("inventory-manager");
+    w.pod_status("inv-2", &["10.20.0.2"], true);
+    w.pod_status("inv-1", &["10.20.0.1"], false);
+    w.expect(
+        "inventory-manager",
+        &[("inv-1", "UNHEALTHY"), ("inv-2", "HEALTHY")],
+    );
+    assert_eq!(
+        w.revision("inventory-manager"),
+        rev,
+        "health changes keep the revision"
+    );
+
+    // Status on the CRD.
+    eventually("SD status counts", || {
+        (w.sd_status(
+            "inventory-manager",
+            "{.status.instances.total}/{.status.instances.healthy}",
+        ) == "2/1")
+            .then_some(())
+    });
+    assert_eq!(w.condition("sd", "inventory-manager", "Ready").0, "True");
+    assert_eq!(w.condition("sd", "inventory-manager", "Synced").0, "True");
+    assert_eq!(
+        w.sd_status("inventory-manager", "{.status.dnsName}"),
+        format!("inventory-manager.{}", w.registry_ns)
+    );
+    assert!(
+        w.sd_status("inventory-manager", "{.status.serviceId}")
+            .starts_with("srv-")
+    );
+
+    // A label change updates attributes in place: same id, revision grows.
+    w.kubectl(&["label", "pod", "inv-2", "version=v2", "--overwrite"]);
+    let got = eventually("label change", || {
+        let got = w.instances("inventory-manager")?;
+        (got.iter().find(|i| i.0 == "inv-2")?.2["version"] == "v2").then_some(got)
+    });
+    assert_eq!(got.len(), 2);
+    assert!(w.revision("inventory-manager") > rev);
+
+    // Scale up and down.
+    w.pod("inv-3", "app: inv, version: v2");
+    w.pod_status("inv-3", &["10.20.0.3"], true);
+    w.expect(
+        "inventory-manager",
+        &[
+            ("inv-1", "UNHEALTHY"),
+            ("inv-2", "HEALTHY"),
+            ("inv-3", "HEALTHY"),
+        ],
+    );
+    w.kubectl(&["delete", "pod", "inv-1", "--grace-period=0", "--force"]);
+    w.expect(
+        "inventory-manager",
+        &[("inv-2", "HEALTHY"), ("inv-3", "HEALTHY")],
+    );
+    // A pod whose labels stop matching leaves.
+    w.kubectl(&["label", "pod", "inv-3", "app=moved", "--overwrite"]);
+    w.expect("inventory-manager", &[("inv-2", "HEALTHY")]);
+
+    // DNS answers follow (SRV with the pod port).
+    let out = Command::new("dig")
+        .args(["+short", "-p", &w.dns_port.to_string(), "@127.0.0.1", "SRV"])
+        .arg(format!("inventory-manager.{}", w.registry_ns))
+        .output();
+    if let Ok(out) = out {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!(
+                "1 1 8080 inv-2.inventory-manager.{}.",
+                w.registry_ns
+            )),
+            "{text}"
+        );
+    }
+
+    // Deleting the ServiceDiscovery removes the service and its instances.
+    w.kubectl(&["delete", "servicediscovery", "inventory-manager"]);
+    eventually("service removed", || {
+        w.instances("inventory-manager").is_none().then_some(())
+    });
+}
+
+#[test]
+fn terminating_pods_drain_then_leave() {
+    let w = World::new("ctl-drain", "Http");
+    w.discovery(
+        "web",
+        "  selector: {matchLabels: {app: web}}\n  port: 8080\n  drainSeconds: 2",
+    );
+    let node = w.node("eu-west-1b", "eu-west-1");
+    w.pod_on("web-1", "app: web", Some(&node));
+    w.pod_status("web-1", &["10.21.0.1"], true);
+    let got = w.expect("web", &[("web-1", "HEALTHY")]);
+    assert_eq!(got[0].2["K8S_NODE_NAME"], node.as_str());
+    assert_eq!(got[0].2["AVAILABILITY_ZONE"], "eu-west-1b");
+    assert_eq!(got[0].2["REGION"], "eu-west-1");
+    // Without a kubelet the pod stays Terminating: Waymark drains it.
+    w.kubectl(&["delete", "pod", "web-1", "--wait=false"]);
+    w.expect("web", &[("web-1", "UNHEALTHY")]);
+    let started = Instant::now();
+    w.expect("web", &[]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "drained for drainSeconds, not at once"
+    );
+    w.kubectl(&["delete", "pod", "web-1", "--grace-period=0", "--force"]);
+    w.cp.kubectl_ok(&["delete", "node", &node]);
+}
+
+#[test]
+fn dual_stack_pods_static_instances_and_api_instances() {
+    let w = World::new("ctl-mixed", "DnsPrivate");
+    w.discovery(
+        "db",
+        "  selector: {matchLabels: {app: db}}\n  port: admin\n  instances:\n  - id: user-auth-prod-01\n    attributes: {tablename: UserAuth, environment: prod}",
+    );
+    w.pod("db-1", "app: db");
+    w.pod_status("db-1", &["10.22.0.1", "fd00::22:1"], true);
+    let got = w.expect(
+        "db",
+        &[("db-1", "HEALTHY"), ("user-auth-prod-01", "HEALTHY")],
+    );
+    assert_eq!(got[0].2["AWS_INSTANCE_IPV4"], "10.22.0.1");
+    assert_eq!(got[0].2["AWS_INSTANCE_IPV6"], "fd00::22:1");
+    assert_eq!(got[0].2["AWS_INSTANCE_PORT"], "9901");
+    assert_eq!(got[1].2["tablename"], "UserAuth");
+
+    // The seed's query.
+    let (_, body) = w.api(
+        "DiscoverInstances",
+        json!({"NamespaceName": w.registry_ns, "ServiceName": "db", "QueryParameters": {"environment": "prod"}}),
+    );
+    assert_eq!(body["Instances"][0]["Attributes"]["tablename"], "UserAuth");
+
+    // An instance registered through the API is never touched by the controller.
+    let service_id = w.sd_status("db", "{.status.serviceId}");
+    let (status, body) = w.api(
+        "RegisterInstance",
+        json!({"ServiceId": service_id, "InstanceId": "manual", "Attributes": {"AWS_INSTANCE_IPV4": "10.99.0.1"}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    w.pod("db-2", "app: db");
+    w.pod_status("db-2", &["10.22.0.2"], true);
+    w.expect(
+        "db",
+        &[
+            ("db-1", "HEALTHY"),
+            ("db-2", "HEALTHY"),
+            ("manual", "HEALTHY"),
+            ("user-auth-prod-01", "HEALTHY"),
+        ],
+    );
+    // And the API cannot deregister the controller's pods.
+    let (status, body) = w.api(
+        "DeregisterInstance",
+        json!({"ServiceId": service_id, "InstanceId": "db-1"}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["__type"], "ResourceInUse");
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ServiceDiscovery {}/db", w.ns.name))
+    );
+}
+
+#[test]
+fn service_reference_resolves_selector_and_named_target_port() {
+    let w = World::new("ctl-svcref", "Http");
+    w.discovery("api", "  serviceRef: {name: api}\n  port: web");
+    eventually("ServiceNotFound condition", || {
+        (w.condition("sd", "api", "Synced") == ("False".into(), "ServiceNotFound".into()))
+            .then_some(())
+    });
+    w.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec:\n  selector: {app: api}\n  ports: [{name: web, port: 80, targetPort: admin}]\n",
+    );
+    w.pod("api-1", "app: api");
+    w.pod_status("api-1", &["10.23.0.1"], true);
+    let got = w.expect("api", &[("api-1", "HEALTHY")]);
+    assert_eq!(
+        got[0].2["AWS_INSTANCE_PORT"], "9901",
+        "the Service's target port, resolved by name"
+    );
+    assert_eq!(w.condition("sd", "api", "Synced").0, "True");
+}
+
+#[test]
+fn invalid_references_give_conditions_not_crashes() {
+    let w = World::new("ctl-invalid", "Http");
+    // A namespace that does not exist.
+    w.apply(&format!(
+        "apiVersion: waymark.dev/v1alpha1\nkind: ServiceDiscovery\nmetadata: {{name: lost, labels: {{{TEST_LABEL}: {}}}}}\nspec:\n  namespaceRef: {{name: no-such-namespace}}\n  selector: {{matchLabels: {{app: lost}}}}\n",
+        w.ns.name
+    ));
+    eventually("NamespaceNotFound", || {
+        (w.condition("sd", "lost", "Synced") == ("False".into(), "NamespaceNotFound".into()))
+            .then_some(())
+    });
+    // An unknown port name: the pod is skipped and the SD is Degraded.
+    w.discovery(
+        "ports",
+        "  selector: {matchLabels: {app: ports}}\n  port: grpc",
+    );
+    w.pod("ports-1", "app: ports");
+    w.pod_status("ports-1", &["10.24.0.1"], true);
+    eventually("PortNotFound", || {
+        (w.condition("sd", "ports", "Degraded") == ("True".into(), "PortNotFound".into()))
+            .then_some(())
+    });
+    assert_eq!(w.instances("ports"), Some(vec![]));
+    // The controller is still alive and serving.
+    assert!(w.http_get("/readyz").unwrap().contains(" 200 "));
+}
+
+#[test]
+fn namespace_deletion_is_held_while_service_discoveries_use_it() {
+    let w = World::new("ctl-nsdel", "Http");
+    eventually("namespace registered", || {
+        (w.condition("wns", &w.registry_ns, "Ready").0 == "True").then_some(())
+    });
+    w.discovery("holder", "  selector: {matchLabels: {app: holder}}");
+    eventually("finalizer", || {
+        w.cp.kubectl_ok(&[
+            "get",
+            "waymarknamespaces.waymark.dev",
+            &w.registry_ns,
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ])
+        .contains("waymark.dev/namespace-in-use")
+        .then_some(())
+    });
+    w.cp.kubectl_ok(&[
+        "delete",
+        "waymarknamespaces.waymark.dev",
+        &w.registry_ns,
+        "--wait=false",
+    ]);
+    eventually("deletion held", || {
+        (w.condition("wns", &w.registry_ns, "Ready") == ("False".into(), "InUse".into()))
+            .then_some(())
+    });
+    let events = w.cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=DeletionHeld",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("holder"),
+        "an Event names the users: {events}"
+    );
+    w.kubectl(&["delete", "servicediscovery", "holder"]);
+    eventually("namespace gone", || {
+        let out =
+            w.cp.kubectl(&["get", "waymarknamespaces.waymark.dev", &w.registry_ns]);
+        (!out.status.success()).then_some(())
+    });
+    let (status, body) = w.api("ListNamespaces", json!({}));
+    assert_eq!(status, 200);
+    assert!(
+        body["Namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["Name"] != w.registry_ns.as_str())
+    );
+}
+
+#[test]
+fn kill_9_and_restart_deregister_nothing_live_and_catch_up() {
+    let mut w = World::new("ctl-restart", "Http");
+    w.discovery("svc", "  selector: {matchLabels: {app: svc}}\n  port: 8080");
+    for i in 1..=3 {
+        w.pod(&format!("svc-{i}"), "app: svc");
+        w.pod_status(&format!("svc-{i}"), &[&format!("10.25.0.{i}")], true);
+    }
+    w.expect(
+        "svc",
+        &[
+            ("svc-1", "HEALTHY"),
+            ("svc-2", "HEALTHY"),
+            ("svc-3", "HEALTHY"),
+        ],
+    );
+    let before = w.revision("svc");
+    w.kill9();
+    // While it is down: one pod goes away, one arrives, one turns unready.
+    w.kubectl(&["delete", "pod", "svc-3", "--grace-period=0", "--force"]);
+    w.pod("svc-4", "app: svc");
+    w.pod_status("svc-4", &["10.25.0.4"], true);
+    w.pod_status("svc-2", &["10.25.0.2"], false);
+    w.start();
+    w.expect(
+        "svc",
+        &[
+            ("svc-1", "HEALTHY"),
+            ("svc-2", "UNHEALTHY"),
+            ("svc-4", "HEALTHY"),
+        ],
+    );
+    // Exactly the two membership changes moved the revision: svc-1 and svc-2
+    // were never deregistered and registered again.
+    assert_eq!(w.revision("svc"), before + 2);
+}
