@@ -46,6 +46,8 @@ pub struct PodInfo {
     pub ipv6: Option<String>,
     /// The `Ready` condition is `True`.
     pub ready: bool,
+    /// The `ContainersReady` condition is `True` (readiness without gates).
+    pub containers_ready: bool,
     /// `Succeeded` or `Failed`: the pod will never serve again.
     pub finished: bool,
     /// Node the pod is scheduled to.
@@ -117,6 +119,7 @@ impl PodInfo {
             ipv4,
             ipv6,
             ready: condition("Ready").unwrap_or(false),
+            containers_ready: condition("ContainersReady").unwrap_or(false),
             finished: matches!(phase, "Succeeded" | "Failed"),
             node: spec.and_then(|s| s.node_name.clone()),
             ports,
@@ -140,9 +143,22 @@ pub struct ServicePort {
     pub target: IntOrString,
 }
 
+/// Annotation asking Waymark to register a Service in a registry namespace.
+pub const ANNOTATION_NAMESPACE: &str = "waymark.dev/namespace";
+/// Annotation overriding the registry service name (default: the Service name).
+pub const ANNOTATION_SERVICE_NAME: &str = "waymark.dev/service-name";
+/// Annotation choosing the port (name or number; default: the first port).
+pub const ANNOTATION_PORT: &str = "waymark.dev/port";
+
 /// The parts of a Kubernetes Service the controller uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceInfo {
+    /// UID, for the ownerReference of an automatically created ServiceDiscovery.
+    pub uid: String,
+    /// Labels (copied to an automatically created ServiceDiscovery).
+    pub labels: BTreeMap<String, String>,
+    /// The `waymark.dev/*` annotations.
+    pub annotations: BTreeMap<String, String>,
     /// Pod selector (`None`: the Service selects no pods by label).
     pub selector: Option<BTreeMap<String, String>>,
     /// Ports.
@@ -154,6 +170,16 @@ impl ServiceInfo {
     pub fn from_service(svc: &Service) -> Self {
         let spec = svc.spec.as_ref();
         Self {
+            uid: svc.metadata.uid.clone().unwrap_or_default(),
+            labels: svc.metadata.labels.clone().unwrap_or_default(),
+            annotations: svc
+                .metadata
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("waymark.dev/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             selector: spec
                 .and_then(|s| s.selector.clone())
                 .filter(|s| !s.is_empty()),

@@ -78,6 +78,19 @@ pub struct Plan {
     pub problems: Vec<Problem>,
     /// The next time the plan changes by itself (a draining pod expires).
     pub next_deadline: Option<EpochMillis>,
+    /// Pods that declare the `waymark.dev/registered` readiness gate.
+    pub gated: Vec<GatedPod>,
+}
+
+/// A pod that declares the `waymark.dev/registered` readiness gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatedPod {
+    /// Pod name.
+    pub pod: String,
+    /// Its instance id.
+    pub instance_id: String,
+    /// The gate condition's current status, if set.
+    pub current: Option<bool>,
 }
 
 /// Why no plan can be made (the SD is not Synced).
@@ -283,6 +296,7 @@ pub fn plan(
     let mut skipped: BTreeMap<(String, SkippedLabelReason), String> = BTreeMap::new();
     let mut next_deadline: Option<EpochMillis> = None;
     let mut port_problems = BTreeSet::new();
+    let mut gated = Vec::new();
     let drain_ms = i64::from(sd.spec.drain_seconds) * 1000;
     let empty = BTreeMap::new();
     let pods = cluster
@@ -300,7 +314,10 @@ pub fn plan(
                 next_deadline = Some(next_deadline.map_or(end, |d| d.min(end)));
                 HealthStatus::Unhealthy
             }
-            None if pod.ready => HealthStatus::Healthy,
+            // A pod with the registration gate cannot be Ready before it is
+            // registered; its containers' readiness is what counts.
+            None if pod.has_registered_gate && pod.containers_ready => HealthStatus::Healthy,
+            None if !pod.has_registered_gate && pod.ready => HealthStatus::Healthy,
             None => HealthStatus::Unhealthy,
         };
         let port = match resolve_port(sd, cluster, pod) {
@@ -340,6 +357,13 @@ pub fn plan(
             }
         }
         add_labels(sd, pod, &mut attrs, &mut skipped);
+        if pod.has_registered_gate {
+            gated.push(GatedPod {
+                pod: pod.name.clone(),
+                instance_id: instance_id_for(&pod.name),
+                current: pod.registered_condition,
+            });
+        }
         instances.push(DesiredInstance {
             id: instance_id_for(&pod.name),
             attributes: attrs,
@@ -395,6 +419,7 @@ pub fn plan(
         skipped_labels,
         problems,
         next_deadline,
+        gated,
     })
 }
 
@@ -513,6 +538,7 @@ mod tests {
                 port: 8080,
             }],
             deletion_requested: None,
+            containers_ready: ready,
             has_registered_gate: false,
             registered_condition: None,
         }
@@ -630,4 +656,71 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.reason(), "ServiceNotFound");
     }
+}
+
+/// The ServiceDiscovery Waymark creates for a Service annotated with
+/// `waymark.dev/namespace` (ECS-style automatic registration), or `None`
+/// when the Service is not annotated. The object is owned by the Service.
+pub fn automatic_discovery(
+    namespace: &str,
+    name: &str,
+    svc: &super::cluster::ServiceInfo,
+    cluster: &Cluster,
+) -> Option<serde_json::Value> {
+    use super::cluster::{ANNOTATION_NAMESPACE, ANNOTATION_PORT, ANNOTATION_SERVICE_NAME};
+    let registry_ns = svc.annotations.get(ANNOTATION_NAMESPACE)?;
+    let port: Option<serde_json::Value> = match svc.annotations.get(ANNOTATION_PORT) {
+        Some(p) => Some(match p.parse::<u16>() {
+            Ok(n) => n.into(),
+            Err(_) => p.clone().into(),
+        }),
+        None => svc.ports.first().map(|p| match (&p.name, &p.target) {
+            // A named Service port resolves through its target port.
+            (Some(name), _) => name.clone().into(),
+            (None, IntOrString::Int(n)) => (*n).into(),
+            (None, IntOrString::String(s)) => s.clone().into(),
+        }),
+    };
+    let dns = cluster
+        .namespaces
+        .get(registry_ns)
+        .filter(|n| n.spec.type_.is_dns())
+        .map(|_| {
+            let mut records = vec![serde_json::json!({"type": "A"})];
+            if port.is_some() {
+                records.push(serde_json::json!({"type": "SRV"}));
+            }
+            serde_json::json!({"records": records})
+        });
+    let mut labels = svc.labels.clone();
+    labels.insert("app.kubernetes.io/managed-by".into(), "waymark".into());
+    let mut spec = serde_json::json!({
+        "namespaceRef": {"name": registry_ns},
+        "serviceName": svc.annotations.get(ANNOTATION_SERVICE_NAME).map_or(name, String::as_str),
+        "serviceRef": {"name": name},
+    });
+    if let Some(p) = port {
+        spec["port"] = p;
+    }
+    if let Some(d) = dns {
+        spec["dns"] = d;
+    }
+    Some(serde_json::json!({
+        "apiVersion": crate::crd::API_VERSION,
+        "kind": "ServiceDiscovery",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "v1",
+                "kind": "Service",
+                "name": name,
+                "uid": svc.uid,
+                "controller": true,
+                "blockOwnerDeletion": false,
+            }],
+        },
+        "spec": spec,
+    }))
 }

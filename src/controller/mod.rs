@@ -181,6 +181,18 @@ enum Write {
         name: String,
         finalizers: Vec<String>,
     },
+    PodGate {
+        key: Key,
+        status: bool,
+    },
+    ApplySd {
+        key: Key,
+        object: serde_json::Value,
+    },
+    DeleteSd {
+        key: Key,
+        uid: String,
+    },
     Event {
         reference: k8s_openapi::api::core::v1::ObjectReference,
         event: KubeEvent,
@@ -226,6 +238,43 @@ async fn writer(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<Write
                 .await
                 .map(|r| r.map(|_| ()))
             }
+            Write::PodGate { key, status } => {
+                let api = Api::<Pod>::namespaced(client.clone(), &key.0);
+                // A strategic merge patch merges pod conditions by type.
+                let patch = json!({"status": {"conditions": [{
+                    "type": cluster::REGISTERED_GATE,
+                    "status": if status { "True" } else { "False" },
+                    "reason": if status { "Registered" } else { "NotRegistered" },
+                    "message": if status { "registered and healthy in the Waymark registry" } else { "not yet registered and healthy in the Waymark registry" },
+                    "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
+                }]}});
+                tokio::time::timeout(
+                    timeout,
+                    api.patch_status(&key.1, &PatchParams::default(), &Patch::Strategic(patch)),
+                )
+                .await
+                .map(|r| r.map(|_| ()))
+            }
+            Write::ApplySd { key, object } => {
+                let api = Api::<ServiceDiscovery>::namespaced(client.clone(), &key.0);
+                tokio::time::timeout(timeout, api.patch(&key.1, &params, &Patch::Apply(object)))
+                    .await
+                    .map(|r| r.map(|_| ()))
+            }
+            Write::DeleteSd { key, uid } => {
+                let api = Api::<ServiceDiscovery>::namespaced(client.clone(), &key.0);
+                // The precondition makes sure only the object we created goes.
+                let dp = kube::api::DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                tokio::time::timeout(timeout, api.delete(&key.1, &dp))
+                    .await
+                    .map(|r| r.map(|_| ()))
+            }
             Write::Event { reference, event } => {
                 tokio::time::timeout(timeout, recorder.publish(&event, &reference)).await
             }
@@ -268,6 +317,7 @@ struct Controller {
     relist: HashMap<(&'static str, Scope), BTreeSet<Key>>,
     dirty_sds: BTreeSet<Key>,
     dirty_namespaces: BTreeSet<String>,
+    dirty_services: BTreeSet<Key>,
     deleted_sds: Vec<Key>,
     deadlines: BTreeMap<i64, BTreeSet<Key>>,
     sent_sd_status: HashMap<Key, serde_json::Value>,
@@ -383,6 +433,7 @@ pub async fn run(
         relist: HashMap::new(),
         dirty_sds: BTreeSet::new(),
         dirty_namespaces: BTreeSet::new(),
+        dirty_services: BTreeSet::new(),
         deleted_sds: Vec::new(),
         deadlines: BTreeMap::new(),
         sent_sd_status: HashMap::new(),
@@ -542,6 +593,12 @@ impl Controller {
                 .discoveries_referencing(&key.0, &key.1)
                 .collect();
             self.dirty_sds.extend(dirty);
+            if [&old, &new]
+                .iter()
+                .any(|s| s.as_ref().is_some_and(|s| !s.annotations.is_empty()))
+            {
+                self.dirty_services.insert(key);
+            }
         }
     }
 
@@ -735,6 +792,9 @@ impl Controller {
         for name in &namespaces {
             self.reconcile_namespace(name);
         }
+        for key in std::mem::take(&mut self.dirty_services) {
+            self.reconcile_automatic(&key);
+        }
         for key in std::mem::take(&mut self.dirty_sds) {
             self.reconcile_sd(&key);
         }
@@ -807,6 +867,73 @@ impl Controller {
         };
         for id in ids {
             self.remove_service(&id, object);
+        }
+    }
+
+    /// ECS-style automatic registration: keeps the ServiceDiscovery of an
+    /// annotated Service in line with its annotations, and deletes it when
+    /// the annotation (or the Service) goes.
+    fn reconcile_automatic(&mut self, key: &Key) {
+        let existing = self.cluster.discoveries.get(key);
+        let owner_uid = |sd: &ServiceDiscovery| {
+            sd.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.kind == "Service" && o.controller == Some(true))
+                .map(|o| o.uid.clone())
+        };
+        let desired = self.cluster.services.get(key).and_then(|svc| {
+            desired::automatic_discovery(&key.0, &key.1, svc, &self.cluster)
+                .map(|o| (svc.uid.clone(), o))
+        });
+        match (desired, existing) {
+            (Some((uid, object)), existing) => {
+                if let Some(sd) = existing
+                    && owner_uid(sd).as_deref() != Some(uid.as_str())
+                {
+                    warn!(sd = %format!("{}/{}", key.0, key.1),
+                        "not replacing a ServiceDiscovery that the annotated Service does not own");
+                    return;
+                }
+                let current = existing.map(|sd| serde_json::to_value(&sd.spec).unwrap_or_default());
+                let wanted: Option<crate::crd::ServiceDiscoverySpec> =
+                    serde_json::from_value(object["spec"].clone()).ok();
+                let wanted = wanted.map(|w| serde_json::to_value(&w).unwrap_or_default());
+                let labels_match = existing.is_some_and(|sd| {
+                    let have = sd.metadata.labels.clone().unwrap_or_default();
+                    object["metadata"]["labels"]
+                        .as_object()
+                        .is_some_and(|want| {
+                            want.iter()
+                                .all(|(k, v)| have.get(k).map(String::as_str) == v.as_str())
+                        })
+                });
+                if current != wanted || !labels_match {
+                    let _ = self.writes.try_send(Write::ApplySd {
+                        key: key.clone(),
+                        object,
+                    });
+                }
+            }
+            (None, Some(sd)) => {
+                let managed = sd
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+                    .map(String::as_str)
+                    == Some("waymark");
+                if managed && owner_uid(sd).is_some() {
+                    info!(sd = %format!("{}/{}", key.0, key.1),
+                        "Service no longer annotated: removing its ServiceDiscovery");
+                    let _ = self.writes.try_send(Write::DeleteSd {
+                        key: key.clone(),
+                        uid: sd.uid().unwrap_or_default(),
+                    });
+                }
+            }
+            (None, None) => {}
         }
     }
 
@@ -966,6 +1093,21 @@ impl Controller {
             });
         }
         let index = self.registry.read();
+        if let Some(entry) = index.service(&service_id) {
+            let ns = sd.namespace().unwrap_or_default();
+            for g in &plan.gated {
+                let registered = entry
+                    .instances
+                    .get(&g.instance_id)
+                    .is_some_and(|i| entry.reported_health(i) == HealthStatus::Healthy);
+                if g.current != Some(registered) {
+                    let _ = self.writes.try_send(Write::PodGate {
+                        key: (ns.clone(), g.pod.clone()),
+                        status: registered,
+                    });
+                }
+            }
+        }
         let counts = index.service(&service_id).map(|e| {
             let healthy = e
                 .instances
@@ -983,7 +1125,6 @@ impl Controller {
                 unhealthy: e.instances.len() as u32 - healthy,
             }
         });
-        let _ = sd;
         SdOutcome {
             service_id: Some(service_id),
             dns_name: (ns_kind != NamespaceType::Http)

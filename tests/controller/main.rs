@@ -712,3 +712,83 @@ fn kill_9_and_restart_deregister_nothing_live_and_catch_up() {
     // were never deregistered and registered again.
     assert_eq!(w.revision("svc"), before + 2);
 }
+
+#[test]
+fn the_registered_readiness_gate_is_set_once_the_pod_is_discoverable() {
+    let w = World::new("ctl-gate", "Http");
+    w.discovery(
+        "gated",
+        "  selector: {matchLabels: {app: gated}}\n  port: http",
+    );
+    w.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: gated-1, labels: {app: gated}}\nspec:\n  readinessGates: [{conditionType: waymark.dev/registered}]\n  containers: [{name: app, image: example.invalid/app, ports: [{name: http, containerPort: 8080}]}]\n",
+    );
+    // Containers are ready, but the pod is not Ready until the gate is True.
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": "10.26.0.1",
+        "podIPs": [{"ip": "10.26.0.1"}],
+        "conditions": [
+            {"type": "ContainersReady", "status": "True"},
+            {"type": "Ready", "status": "False"},
+        ],
+    }});
+    w.kubectl(&[
+        "patch",
+        "pod",
+        "gated-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+    w.expect("gated", &[("gated-1", "HEALTHY")]);
+    eventually("gate condition True", || {
+        let v = w.kubectl(&[
+            "get",
+            "pod",
+            "gated-1",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"waymark.dev/registered\")].status}",
+        ]);
+        (v == "True").then_some(())
+    });
+}
+
+#[test]
+fn annotated_services_are_registered_automatically() {
+    let w = World::new("ctl-auto", "DnsPrivate");
+    w.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: checkout\n  labels: {{{TEST_LABEL}: {label}}}\n  annotations: {{waymark.dev/namespace: {ns}}}\nspec:\n  selector: {{app: checkout}}\n  ports: [{{name: web, port: 80, targetPort: http}}]\n",
+        label = w.ns.name,
+        ns = w.registry_ns,
+    ));
+    w.pod("checkout-1", "app: checkout");
+    w.pod_status("checkout-1", &["10.27.0.1"], true);
+    let got = w.expect("checkout", &[("checkout-1", "HEALTHY")]);
+    assert_eq!(got[0].2["AWS_INSTANCE_PORT"], "8080");
+    let owner = w.kubectl(&[
+        "get",
+        "servicediscovery",
+        "checkout",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+    ]);
+    assert_eq!(owner, "Service/checkout");
+    // SRV records come with the port, because the namespace is a DNS one.
+    assert!(
+        w.sd_status("checkout", "{.status.dnsName}")
+            .starts_with("checkout.")
+    );
+
+    // Removing the annotation removes the ServiceDiscovery and its instances.
+    w.kubectl(&["annotate", "service", "checkout", "waymark.dev/namespace-"]);
+    eventually("ServiceDiscovery removed", || {
+        let out =
+            w.cp.kubectl(&["-n", &w.ns.name, "get", "servicediscovery", "checkout"]);
+        (!out.status.success()).then_some(())
+    });
+    eventually("service deregistered", || {
+        w.instances("checkout").is_none().then_some(())
+    });
+}
