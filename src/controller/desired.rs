@@ -484,6 +484,73 @@ fn add_labels(
     }
 }
 
+/// The ServiceDiscovery Waymark creates for a Service annotated with
+/// `waymark.dev/namespace` (ECS-style automatic registration), or `None`
+/// when the Service is not annotated. The object is owned by the Service.
+pub fn automatic_discovery(
+    namespace: &str,
+    name: &str,
+    svc: &super::cluster::ServiceInfo,
+    cluster: &Cluster,
+) -> Option<serde_json::Value> {
+    use super::cluster::{ANNOTATION_NAMESPACE, ANNOTATION_PORT, ANNOTATION_SERVICE_NAME};
+    let registry_ns = svc.annotations.get(ANNOTATION_NAMESPACE)?;
+    let port: Option<serde_json::Value> = match svc.annotations.get(ANNOTATION_PORT) {
+        Some(p) => Some(match p.parse::<u16>() {
+            Ok(n) => n.into(),
+            Err(_) => p.clone().into(),
+        }),
+        None => svc.ports.first().map(|p| match (&p.name, &p.target) {
+            // A named Service port resolves through its target port.
+            (Some(name), _) => name.clone().into(),
+            (None, IntOrString::Int(n)) => (*n).into(),
+            (None, IntOrString::String(s)) => s.clone().into(),
+        }),
+    };
+    let dns = cluster
+        .namespaces
+        .get(registry_ns)
+        .filter(|n| n.spec.type_.is_dns())
+        .map(|_| {
+            let mut records = vec![serde_json::json!({"type": "A"})];
+            if port.is_some() {
+                records.push(serde_json::json!({"type": "SRV"}));
+            }
+            serde_json::json!({"records": records})
+        });
+    let mut labels = svc.labels.clone();
+    labels.insert("app.kubernetes.io/managed-by".into(), "waymark".into());
+    let mut spec = serde_json::json!({
+        "namespaceRef": {"name": registry_ns},
+        "serviceName": svc.annotations.get(ANNOTATION_SERVICE_NAME).map_or(name, String::as_str),
+        "serviceRef": {"name": name},
+    });
+    if let Some(p) = port {
+        spec["port"] = p;
+    }
+    if let Some(d) = dns {
+        spec["dns"] = d;
+    }
+    Some(serde_json::json!({
+        "apiVersion": crate::crd::API_VERSION,
+        "kind": "ServiceDiscovery",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "v1",
+                "kind": "Service",
+                "name": name,
+                "uid": svc.uid,
+                "controller": true,
+                "blockOwnerDeletion": false,
+            }],
+        },
+        "spec": spec,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,71 +723,4 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.reason(), "ServiceNotFound");
     }
-}
-
-/// The ServiceDiscovery Waymark creates for a Service annotated with
-/// `waymark.dev/namespace` (ECS-style automatic registration), or `None`
-/// when the Service is not annotated. The object is owned by the Service.
-pub fn automatic_discovery(
-    namespace: &str,
-    name: &str,
-    svc: &super::cluster::ServiceInfo,
-    cluster: &Cluster,
-) -> Option<serde_json::Value> {
-    use super::cluster::{ANNOTATION_NAMESPACE, ANNOTATION_PORT, ANNOTATION_SERVICE_NAME};
-    let registry_ns = svc.annotations.get(ANNOTATION_NAMESPACE)?;
-    let port: Option<serde_json::Value> = match svc.annotations.get(ANNOTATION_PORT) {
-        Some(p) => Some(match p.parse::<u16>() {
-            Ok(n) => n.into(),
-            Err(_) => p.clone().into(),
-        }),
-        None => svc.ports.first().map(|p| match (&p.name, &p.target) {
-            // A named Service port resolves through its target port.
-            (Some(name), _) => name.clone().into(),
-            (None, IntOrString::Int(n)) => (*n).into(),
-            (None, IntOrString::String(s)) => s.clone().into(),
-        }),
-    };
-    let dns = cluster
-        .namespaces
-        .get(registry_ns)
-        .filter(|n| n.spec.type_.is_dns())
-        .map(|_| {
-            let mut records = vec![serde_json::json!({"type": "A"})];
-            if port.is_some() {
-                records.push(serde_json::json!({"type": "SRV"}));
-            }
-            serde_json::json!({"records": records})
-        });
-    let mut labels = svc.labels.clone();
-    labels.insert("app.kubernetes.io/managed-by".into(), "waymark".into());
-    let mut spec = serde_json::json!({
-        "namespaceRef": {"name": registry_ns},
-        "serviceName": svc.annotations.get(ANNOTATION_SERVICE_NAME).map_or(name, String::as_str),
-        "serviceRef": {"name": name},
-    });
-    if let Some(p) = port {
-        spec["port"] = p;
-    }
-    if let Some(d) = dns {
-        spec["dns"] = d;
-    }
-    Some(serde_json::json!({
-        "apiVersion": crate::crd::API_VERSION,
-        "kind": "ServiceDiscovery",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [{
-                "apiVersion": "v1",
-                "kind": "Service",
-                "name": name,
-                "uid": svc.uid,
-                "controller": true,
-                "blockOwnerDeletion": false,
-            }],
-        },
-        "spec": spec,
-    }))
 }
