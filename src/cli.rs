@@ -275,11 +275,14 @@ async fn run_registry(
     let controller = match controller {
         Some((client, config, cluster_id)) => {
             let ready = telemetry.clone();
+            let metrics = controller::Metrics::register(telemetry.prometheus())
+                .map_err(telemetry::Error::from)?;
             tokio::spawn(controller::run(
                 client,
                 registry.clone(),
                 config,
                 cluster_id,
+                metrics,
                 move |r| ready.set_ready(r),
                 stopped(stop_rx.clone()),
             ))

@@ -100,6 +100,64 @@ impl Default for Config {
     }
 }
 
+/// Controller metrics, registered in the process-wide Prometheus registry.
+#[derive(Clone)]
+pub struct Metrics {
+    reconciles: prometheus::IntCounterVec,
+    duration: prometheus::HistogramVec,
+    watch_events: prometheus::IntCounterVec,
+    event_to_registry: prometheus::Histogram,
+}
+
+impl Metrics {
+    /// Creates and registers the controller's metrics.
+    pub fn register(prom: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let reconciles = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "waymark_controller_reconciles_total",
+                "Reconciliations by kind and result (ok or error).",
+            ),
+            &["kind", "result"],
+        )?;
+        let duration = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "waymark_controller_reconcile_duration_seconds",
+                "Time to reconcile one object, including the registry write.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.5, 12)?),
+            &["kind"],
+        )?;
+        let watch_events = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "waymark_controller_watch_events_total",
+                "Watch events received by kind.",
+            ),
+            &["kind"],
+        )?;
+        // Measured from the moment the controller receives a pod change to
+        // the moment the registry (and so the API and DNS) reflects it. The
+        // pod's own Ready transition time has only one-second resolution in
+        // Kubernetes, too coarse for a millisecond-scale path.
+        let event_to_registry = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "waymark_controller_event_to_registry_seconds",
+                "Time from receiving a pod change to the registry reflecting it.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.5, 12)?),
+        )?;
+        prom.register(Box::new(reconciles.clone()))?;
+        prom.register(Box::new(duration.clone()))?;
+        prom.register(Box::new(watch_events.clone()))?;
+        prom.register(Box::new(event_to_registry.clone()))?;
+        Ok(Self {
+            reconciles,
+            duration,
+            watch_events,
+            event_to_registry,
+        })
+    }
+}
+
 /// Checks that the CRDs are installed (so `waymark run` fails early with
 /// instructions) and returns the cluster id to use.
 pub async fn preflight(client: &Client, config: &Config) -> Result<String, Error> {
@@ -324,6 +382,9 @@ struct Controller {
     sent_ns_status: HashMap<String, serde_json::Value>,
     gc_done: bool,
     writes: mpsc::Sender<Write>,
+    metrics: Metrics,
+    // When the oldest unreconciled pod change of each dirty SD arrived.
+    pending_since: HashMap<Key, std::time::Instant>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -332,6 +393,7 @@ pub async fn run(
     registry: Arc<Registry>,
     config: Config,
     cluster_id: String,
+    metrics: Metrics,
     ready: impl Fn(bool) + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -440,6 +502,8 @@ pub async fn run(
         sent_ns_status: HashMap::new(),
         gc_done: false,
         writes: wtx,
+        metrics,
+        pending_since: HashMap::new(),
     };
     let mut resync = tokio::time::interval(config.resync);
     resync.tick().await;
@@ -530,6 +594,15 @@ impl Controller {
     }
 
     fn handle(&mut self, msg: Msg) {
+        let kind = match &msg {
+            Msg::Pod(..) => "Pod",
+            Msg::Service(..) => "Service",
+            Msg::Node(..) => "Node",
+            Msg::Discovery(..) => "ServiceDiscovery",
+            Msg::Namespace(..) => "Namespace",
+            Msg::WatchError(..) => "error",
+        };
+        self.metrics.watch_events.with_label_values(&[kind]).inc();
         match msg {
             Msg::WatchError(kind, e) => warn!(kind, error = %e, "watch error (retrying)"),
             Msg::Pod(scope, ev) => self.on_pod(&scope, ev),
@@ -552,6 +625,10 @@ impl Controller {
         let mut dirty = BTreeSet::new();
         for info in [old.as_ref(), new.as_ref()].into_iter().flatten() {
             dirty.extend(self.cluster.discoveries_selecting(&key.0, &info.labels));
+        }
+        let now = std::time::Instant::now();
+        for k in &dirty {
+            self.pending_since.entry(k.clone()).or_insert(now);
         }
         self.dirty_sds.extend(dirty);
     }
@@ -958,8 +1035,14 @@ impl Controller {
 
     fn reconcile_sd(&mut self, key: &Key) {
         let Some(sd) = self.cluster.discoveries.get(key).cloned() else {
+            self.pending_since.remove(key);
             return;
         };
+        let timer = self
+            .metrics
+            .duration
+            .with_label_values(&["ServiceDiscovery"])
+            .start_timer();
         let object = owner_object(&sd);
         let now = registry::now_millis();
         let outcome = match desired::plan(&sd, &self.cluster, &self.cluster_id, now) {
@@ -975,6 +1058,21 @@ impl Controller {
                 SdOutcome::failed(e.reason(), e.to_string())
             }
         };
+        timer.observe_duration();
+        let result = if outcome.failure.is_some() {
+            "error"
+        } else {
+            "ok"
+        };
+        self.metrics
+            .reconciles
+            .with_label_values(&["ServiceDiscovery", result])
+            .inc();
+        if let Some(since) = self.pending_since.remove(key) {
+            self.metrics
+                .event_to_registry
+                .observe(since.elapsed().as_secs_f64());
+        }
         self.write_sd_status(key, &sd, outcome);
     }
 
@@ -1233,6 +1331,11 @@ impl Controller {
     }
 
     fn reconcile_namespace(&mut self, name: &str) {
+        let _timer = self
+            .metrics
+            .duration
+            .with_label_values(&["Namespace"])
+            .start_timer();
         let Some(wns) = self.cluster.namespaces.get(name).cloned() else {
             // The CR is gone: its registry namespace goes too, once empty.
             if let Err(e) = self.delete_registry_namespace(name, None) {
@@ -1401,6 +1504,10 @@ impl Controller {
     }
 
     fn ns_failure(&mut self, wns: &WaymarkNamespace, reason: &str, message: &str) {
+        self.metrics
+            .reconciles
+            .with_label_values(&["Namespace", "error"])
+            .inc();
         let previous = self.previous_ns_conditions(wns);
         let previous = previous.as_slice();
         let status = NamespaceStatus {
@@ -1431,6 +1538,10 @@ impl Controller {
         if !matches!(&ns.owner, Owner::Controller { cluster, .. } if *cluster == self.cluster_id) {
             return;
         }
+        self.metrics
+            .reconciles
+            .with_label_values(&["Namespace", "ok"])
+            .inc();
         let status = NamespaceStatus {
             namespace_id: Some(ns.id.clone()),
             service_count: Some(index.service_count(&ns.id) as u32),

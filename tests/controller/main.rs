@@ -792,3 +792,22 @@ fn annotated_services_are_registered_automatically() {
         w.instances("checkout").is_none().then_some(())
     });
 }
+
+#[test]
+fn controller_metrics_are_exported() {
+    let w = World::new("ctl-metrics", "Http");
+    w.discovery("m", "  selector: {matchLabels: {app: m}}");
+    w.pod("m-1", "app: m");
+    w.pod_status("m-1", &["10.28.0.1"], true);
+    w.expect("m", &[("m-1", "HEALTHY")]);
+    let metrics = w.http_get("/metrics").unwrap();
+    for name in [
+        "waymark_controller_reconciles_total{kind=\"ServiceDiscovery\",result=\"ok\"}",
+        "waymark_controller_watch_events_total{kind=\"Pod\"}",
+        "waymark_controller_event_to_registry_seconds_count",
+        "waymark_controller_reconcile_duration_seconds_bucket",
+        "waymark_registry_instances 1",
+    ] {
+        assert!(metrics.contains(name), "missing {name}");
+    }
+}
