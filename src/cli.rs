@@ -99,6 +99,18 @@ pub struct RunArgs {
     /// Label selector choosing the Waymark Namespaces and ServiceDiscoveries this instance manages (default: all).
     #[arg(long, env = "WAYMARK_SELECTOR")]
     pub selector: Option<String>,
+    /// Turn leader election off: this replica always writes status (run only one).
+    #[arg(long, env = "WAYMARK_DISABLE_LEADER_ELECTION")]
+    pub disable_leader_election: bool,
+    /// Name of the coordination.k8s.io Lease the replicas share.
+    #[arg(long, env = "WAYMARK_LEASE_NAME", default_value = "waymark-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "WAYMARK_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds a leader's Lease stays valid without renewal (a standby takes over after that).
+    #[arg(long, env = "WAYMARK_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    pub lease_duration_seconds: u64,
 }
 
 /// Flags of `waymark serve`.
@@ -163,6 +175,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         resync_seconds,
         watch_namespaces,
         selector,
+        disable_leader_election,
+        lease_name,
+        lease_namespace,
+        lease_duration_seconds,
     } = args;
     let client = match kubeconfig {
         Some(path) => {
@@ -183,6 +199,22 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         instance: std::env::var("POD_NAME").ok(),
         watch_namespaces,
         selector,
+        lease: (!disable_leader_election).then(|| controller::lease::LeaseConfig {
+            namespace: lease_namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".into()),
+            name: lease_name,
+            identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
+                format!(
+                    "{}-{}",
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_else(|_| "waymark".into()),
+                    std::process::id()
+                )
+            }),
+            duration: std::time::Duration::from_secs(lease_duration_seconds),
+        }),
     };
     run_registry(serve, Some((client, config))).await
 }

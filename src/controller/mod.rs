@@ -15,6 +15,7 @@
 
 pub mod cluster;
 pub mod desired;
+pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -86,6 +87,8 @@ pub struct Config {
     /// Label selector for the Waymark Namespaces and ServiceDiscoveries this
     /// instance manages (several installations can share a cluster).
     pub selector: Option<String>,
+    /// Leader election; `None` makes this replica always the writer.
+    pub lease: Option<lease::LeaseConfig>,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             instance: None,
             watch_namespaces: Vec::new(),
             selector: None,
+            lease: None,
         }
     }
 }
@@ -257,12 +261,22 @@ enum Write {
     },
 }
 
-/// Applies status patches, finalizer changes and Events with a timeout each.
-async fn writer(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<Write>) {
+/// Applies status patches, finalizer changes and Events with a timeout each,
+/// but only while this replica leads: a standby drops its writes (and
+/// rewrites everything when it takes over).
+async fn writer(
+    client: Client,
+    reporter: Reporter,
+    leader: tokio::sync::watch::Receiver<bool>,
+    mut rx: mpsc::Receiver<Write>,
+) {
     let recorder = Recorder::new(client.clone(), reporter);
     let params = PatchParams::apply(MANAGER).force();
     let timeout = Duration::from_secs(10);
     while let Some(w) = rx.recv().await {
+        if !*leader.borrow() {
+            continue;
+        }
         let result = match w {
             Write::SdStatus { key, status } => {
                 let api = Api::<ServiceDiscovery>::namespaced(client.clone(), &key.0);
@@ -478,12 +492,17 @@ pub async fn run(
         }
     }
     drop(tx);
+    let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(config.lease.is_none());
+    let lease_task = config
+        .lease
+        .clone()
+        .map(|cfg| tokio::spawn(lease::run(client.clone(), cfg, leader_tx)));
     let (wtx, wrx) = mpsc::channel(4096);
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: config.instance.clone(),
     };
-    let writer = tokio::spawn(writer(client, reporter, wrx));
+    let writer = tokio::spawn(writer(client, reporter, leader_rx.clone(), wrx));
     let mut ctl = Controller {
         registry,
         cluster_id,
@@ -538,6 +557,24 @@ pub async fn run(
                     }
                 }
             }
+            Ok(()) = leader_rx.changed() => {
+                if *leader_rx.borrow_and_update() {
+                    // Taking over: everything we dropped as a standby is
+                    // written again.
+                    ctl.sent_sd_status.clear();
+                    ctl.sent_ns_status.clear();
+                    ctl.dirty_sds.extend(ctl.cluster.discoveries.keys().cloned());
+                    ctl.dirty_namespaces.extend(ctl.cluster.namespaces.keys().cloned());
+                    let annotated: Vec<Key> = ctl
+                        .cluster
+                        .services
+                        .iter()
+                        .filter(|(_, s)| !s.annotations.is_empty())
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    ctl.dirty_services.extend(annotated);
+                }
+            }
             _ = resync.tick() => {
                 ctl.dirty_sds.extend(ctl.cluster.discoveries.keys().cloned());
                 ctl.dirty_namespaces.extend(ctl.cluster.namespaces.keys().cloned());
@@ -551,6 +588,9 @@ pub async fn run(
     };
     for w in watches {
         w.abort();
+    }
+    if let Some(t) = lease_task {
+        t.abort();
     }
     drop(ctl);
     let _ = writer.await;

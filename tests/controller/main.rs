@@ -93,32 +93,42 @@ spec: {{type: {ns_type}, description: test namespace}}
     }
 
     fn start(&mut self) {
-        let child = Command::new(BIN)
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(&self.cp.kubeconfig)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--api-addr", &format!("127.0.0.1:{}", self.api_port)])
-            .args(["--dns-addr", &format!("127.0.0.1:{}", self.dns_port)])
-            .args([
-                "--metrics-addr",
-                &format!("127.0.0.1:{}", self.metrics_port),
-            ])
-            .args(["--watch-namespaces", &self.ns.name])
-            .args(["--selector", &format!("{TEST_LABEL}={}", self.ns.name)])
-            .args(["--cluster-id", "test-cluster"])
-            .args(["--log", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = self.spawn_run(
+            &self.data_dir,
+            self.api_port,
+            self.metrics_port,
+            self.dns_port,
+        );
         self.child = Some(child);
         eventually("waymark run to become ready", || {
             self.http_get("/readyz")
                 .filter(|r| r.contains(" 200 "))
                 .map(|_| ())
         });
+    }
+
+    /// Starts a `waymark run` replica scoped to this test (its own lease in
+    /// the test namespace, 3-second lease duration for quick failover).
+    fn spawn_run(&self, data_dir: &std::path::Path, api: u16, metrics: u16, dns: u16) -> Child {
+        Command::new(BIN)
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&self.cp.kubeconfig)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--api-addr", &format!("127.0.0.1:{api}")])
+            .args(["--dns-addr", &format!("127.0.0.1:{dns}")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .args(["--watch-namespaces", &self.ns.name])
+            .args(["--selector", &format!("{TEST_LABEL}={}", self.ns.name)])
+            .args(["--cluster-id", "test-cluster"])
+            .args(["--lease-namespace", &self.ns.name])
+            .args(["--lease-duration-seconds", "3"])
+            .args(["--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
     }
 
     /// Kills the controller with SIGKILL (no clean shutdown).
@@ -136,6 +146,25 @@ spec: {{type: {ns_type}, description: test namespace}}
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         Some(out)
+    }
+
+    /// The body of a Cloud Map call to the API on `port` (Null on failure).
+    fn api_on(port: u16, op: &str, body: Value) -> Value {
+        let body = body.to_string();
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return Value::Null;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(
+            s,
+            "POST / HTTP/1.0\r\nX-Amz-Target: Route53AutoNaming_v20170314.{op}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null)
     }
 
     /// Calls a Cloud Map operation; returns (HTTP status, body).
@@ -810,4 +839,54 @@ fn controller_metrics_are_exported() {
     ] {
         assert!(metrics.contains(name), "missing {name}");
     }
+}
+
+#[test]
+fn a_standby_replica_takes_over_status_when_the_leader_dies() {
+    let mut w = World::new("ctl-ha", "Http");
+    w.discovery("ha", "  selector: {matchLabels: {app: ha}}");
+    w.pod("ha-1", "app: ha");
+    w.pod_status("ha-1", &["10.29.0.1"], true);
+    w.expect("ha", &[("ha-1", "HEALTHY")]);
+    let service_id_of = |api_port: u16| -> Option<String> {
+        let listed = World::api_on(api_port, "ListServices", json!({}));
+        listed["Services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["Name"] == "ha")
+            .map(|s| s["Id"].as_str().unwrap().to_string())
+    };
+    let leader_id = eventually("leader's service", || service_id_of(w.api_port));
+    eventually("status from the leader", || {
+        (w.sd_status("ha", "{.status.serviceId}") == leader_id).then_some(())
+    });
+
+    // A second replica keeps its own registry in sync (to serve reads) but,
+    // as a standby, writes nothing to Kubernetes.
+    let dir = tempfile::tempdir().unwrap();
+    let (api2, metrics2, dns2) = (free_port(), free_port(), free_port());
+    let mut standby = w.spawn_run(&dir.path().join("data"), api2, metrics2, dns2);
+    let standby_id = eventually("standby's registry in sync", || service_id_of(api2));
+    assert_ne!(
+        standby_id, leader_id,
+        "each replica has its own embedded registry"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        w.sd_status("ha", "{.status.serviceId}"),
+        leader_id,
+        "the standby does not write status"
+    );
+
+    // The leader dies; within the lease duration the standby takes over.
+    w.kill9();
+    w.pod("ha-2", "app: ha");
+    w.pod_status("ha-2", &["10.29.0.2"], true);
+    eventually("status from the new leader", || {
+        (w.sd_status("ha", "{.status.serviceId}/{.status.instances.total}")
+            == format!("{standby_id}/2"))
+        .then_some(())
+    });
+    let _ = standby.kill();
+    let _ = standby.wait();
 }
