@@ -50,7 +50,12 @@ pub enum Error {
 #[command(name = "waymark", version, about, long_about = None)]
 pub struct Cli {
     /// Log filter: a level (`info`, `debug`) or `EnvFilter` directives such as `waymark=debug,info`.
-    #[arg(long, env = "WAYMARK_LOG", default_value = "info", global = true)]
+    #[arg(
+        long,
+        env = "WAYMARK_LOG",
+        default_value = "info,hickory_server=warn",
+        global = true
+    )]
     pub log: String,
     /// Log format.
     #[arg(

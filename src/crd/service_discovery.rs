@@ -460,7 +460,9 @@ pub struct SkippedLabel {
 }
 
 /// Why a pod label could not become an attribute.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum SkippedLabelReason {
     /// The label key is not a valid attribute key.
     InvalidKey,

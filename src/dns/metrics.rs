@@ -1,24 +1,42 @@
 //! DNS metrics, registered in the process-wide Prometheus registry:
 //!
 //! - `waymark_dns_queries_total{qtype, rcode, protocol}`: answered queries.
-//! - `waymark_dns_malformed_total{protocol}`: packets that were not a DNS query
-//!   (dropped, or answered with FORMERR when the header was readable).
+//! - `waymark_dns_malformed_total{protocol}`: UDP packets that were not a DNS
+//!   query (dropped, or answered with FORMERR when the header was readable).
 //! - `waymark_dns_response_duration_seconds{protocol}`: time from a parsed
 //!   request to its response handed to the socket.
+
+use std::sync::{Arc, OnceLock};
 
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use super::Error;
 
+/// Query type label values; anything else is `OTHER`, so a client cannot
+/// create unbounded label sets.
+const QTYPES: [&str; 14] = [
+    "A", "AAAA", "SRV", "CNAME", "SOA", "NS", "ANY", "AXFR", "IXFR", "PTR", "MX", "TXT", "HTTPS",
+    "OTHER",
+];
+const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "OTHER",
+];
+const PROTOCOLS: [&str; 3] = ["udp", "tcp", "other"];
+
 /// The DNS server's metrics. Cheap to clone (handles to shared counters).
+///
+/// Each labelled series is resolved once, on first use, into a fixed table,
+/// so counting a query costs no label hashing or map lookup.
 #[derive(Clone, Debug)]
 pub struct DnsMetrics {
     queries: IntCounterVec,
     malformed: IntCounterVec,
     duration: HistogramVec,
+    query_series: Arc<[OnceLock<IntCounter>]>,
+    duration_series: Arc<[OnceLock<Histogram>]>,
 }
 
 impl DnsMetrics {
@@ -62,6 +80,10 @@ impl DnsMetrics {
             queries,
             malformed,
             duration,
+            query_series: (0..QTYPES.len() * RCODES.len() * PROTOCOLS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration_series: (0..PROTOCOLS.len()).map(|_| OnceLock::new()).collect(),
         })
     }
 
@@ -73,11 +95,18 @@ impl DnsMetrics {
         rcode: ResponseCode,
         seconds: f64,
     ) {
-        let proto = protocol_label(protocol);
-        self.queries
-            .with_label_values(&[qtype.map_or("NONE", qtype_label), rcode_label(rcode), proto])
+        let p = protocol_index(protocol);
+        let q = qtype.map_or(QTYPES.len() - 1, qtype_index);
+        let r = rcode_index(rcode);
+        self.query_series[(q * RCODES.len() + r) * PROTOCOLS.len() + p]
+            .get_or_init(|| {
+                self.queries
+                    .with_label_values(&[QTYPES[q], RCODES[r], PROTOCOLS[p]])
+            })
             .inc();
-        self.duration.with_label_values(&[proto]).observe(seconds);
+        self.duration_series[p]
+            .get_or_init(|| self.duration.with_label_values(&[PROTOCOLS[p]]))
+            .observe(seconds);
     }
 
     /// Counts one malformed packet.
@@ -89,43 +118,47 @@ impl DnsMetrics {
 }
 
 fn protocol_label(p: Protocol) -> &'static str {
+    PROTOCOLS[protocol_index(p)]
+}
+
+fn protocol_index(p: Protocol) -> usize {
     match p {
-        Protocol::Udp => "udp",
-        Protocol::Tcp => "tcp",
-        _ => "other",
+        Protocol::Udp => 0,
+        Protocol::Tcp => 1,
+        _ => 2,
     }
 }
 
-/// Query types as label values; anything else is `OTHER`, so a client cannot
-/// create unbounded label sets.
-fn qtype_label(t: RecordType) -> &'static str {
+/// The index of a query type in [`QTYPES`].
+fn qtype_index(t: RecordType) -> usize {
     match t {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::SRV => "SRV",
-        RecordType::CNAME => "CNAME",
-        RecordType::SOA => "SOA",
-        RecordType::NS => "NS",
-        RecordType::ANY => "ANY",
-        RecordType::AXFR => "AXFR",
-        RecordType::IXFR => "IXFR",
-        RecordType::PTR => "PTR",
-        RecordType::MX => "MX",
-        RecordType::TXT => "TXT",
-        RecordType::HTTPS => "HTTPS",
-        _ => "OTHER",
+        RecordType::A => 0,
+        RecordType::AAAA => 1,
+        RecordType::SRV => 2,
+        RecordType::CNAME => 3,
+        RecordType::SOA => 4,
+        RecordType::NS => 5,
+        RecordType::ANY => 6,
+        RecordType::AXFR => 7,
+        RecordType::IXFR => 8,
+        RecordType::PTR => 9,
+        RecordType::MX => 10,
+        RecordType::TXT => 11,
+        RecordType::HTTPS => 12,
+        _ => 13,
     }
 }
 
-fn rcode_label(r: ResponseCode) -> &'static str {
+/// The index of a response code in [`RCODES`].
+fn rcode_index(r: ResponseCode) -> usize {
     match r {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::BADVERS => "BADVERS",
-        _ => "OTHER",
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        ResponseCode::BADVERS => 6,
+        _ => 7,
     }
 }

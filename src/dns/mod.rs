@@ -12,8 +12,9 @@
 //!   (protocol checks, EDNS, truncation).
 //! - [`metrics`]: queries by type and response code, latency.
 //! - [`DnsListener`] / [`serve`]: UDP and TCP on one address. TCP runs on
-//!   hickory's [`Server`]; UDP runs on a small receive loop per core that
-//!   calls the same handler (no task or channel per datagram).
+//!   hickory's [`Server`]; UDP runs on one thread per core, each with its own
+//!   `SO_REUSEPORT` socket, receiving and answering in a plain loop that
+//!   calls the same handler (no task, channel or reactor per datagram).
 //!
 //! See `docs/dns.md` for the names served and the decisions taken.
 
@@ -21,9 +22,10 @@ pub mod handler;
 pub mod metrics;
 pub mod resolve;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -31,9 +33,12 @@ use hickory_server::Server;
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use tokio::net::{TcpListener, UdpSocket};
+use hickory_server::zone_handler::MessageResponse;
+use socket2::{Domain, Socket, Type};
+use tokio::net::TcpListener;
 use tracing::{debug, error, info};
 
 pub use handler::RegistryHandler;
@@ -47,6 +52,8 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest datagram read; larger ones are truncated by the kernel and
 /// then fail to parse (a query is far smaller).
 const UDP_RECV_BUFFER: usize = 4096;
+/// How often a UDP thread blocked in `recv` checks for shutdown.
+const UDP_POLL: Duration = Duration::from_millis(100);
 
 /// Errors of the DNS server.
 #[derive(Debug, thiserror::Error)]
@@ -67,56 +74,75 @@ pub enum Error {
     /// The server stopped unexpectedly.
     #[error("DNS server failed: {0}")]
     Serve(#[from] NetError),
-    /// A UDP worker task panicked.
+    /// A UDP thread could not be started or joined.
     #[error("a DNS worker failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    Worker(String),
 }
 
-/// A bound DNS listener: a UDP socket and a TCP listener on the same address,
-/// serving the zones of one [`Scope`].
+/// A bound DNS listener: UDP sockets (one per core, sharing the address
+/// through `SO_REUSEPORT`) and a TCP listener on the same address, serving
+/// the zones of one [`Scope`].
 #[derive(Debug)]
 pub struct DnsListener {
-    udp: UdpSocket,
+    udp: Vec<UdpSocket>,
     tcp: TcpListener,
     scope: Scope,
+    addr: SocketAddr,
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
+    let err = |source| Error::Bind {
+        addr,
+        transport: "udp",
+        source,
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    let socket = UdpSocket::from(socket);
+    socket.set_read_timeout(Some(UDP_POLL)).map_err(err)?;
+    Ok(socket)
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        addr,
+        transport: "tcp",
+        source,
+    })
 }
 
 impl DnsListener {
     /// Binds UDP and TCP on `addr`. With port 0 both get the same free port.
     /// Binding is separate from serving so a bad or busy address fails
-    /// start-up before anything else runs.
+    /// start-up before anything else runs. (The TCP listener does not share
+    /// its port, so a second server on a busy address fails there even if
+    /// the busy UDP socket also allowed port reuse.)
     pub async fn bind(addr: SocketAddr, scope: Scope) -> Result<Self, Error> {
-        let bind_udp = |a: SocketAddr| async move {
-            UdpSocket::bind(a).await.map_err(|source| Error::Bind {
-                addr: a,
-                transport: "udp",
-                source,
-            })
-        };
-        let bind_tcp = |a: SocketAddr| async move {
-            TcpListener::bind(a).await.map_err(|source| Error::Bind {
-                addr: a,
-                transport: "tcp",
-                source,
-            })
-        };
-        if addr.port() != 0 {
-            let udp = bind_udp(addr).await?;
-            let tcp = bind_tcp(addr).await?;
-            return Ok(Self { udp, tcp, scope });
-        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut last = None;
         // Port 0: take a free UDP port and the same TCP port, retrying when
         // that TCP port happens to be taken.
-        let mut last = None;
-        for _ in 0..20 {
-            let udp = bind_udp(addr).await?;
-            let port = udp.local_addr().map_err(|source| Error::Bind {
+        for _ in 0..if addr.port() == 0 { 20 } else { 1 } {
+            let first = bind_udp(addr)?;
+            let bound = first.local_addr().map_err(|source| Error::Bind {
                 addr,
                 transport: "udp",
                 source,
             })?;
-            match bind_tcp(port).await {
-                Ok(tcp) => return Ok(Self { udp, tcp, scope }),
+            match bind_tcp(bound).await {
+                Ok(tcp) => {
+                    let mut udp = vec![first];
+                    for _ in 1..threads {
+                        udp.push(bind_udp(bound)?);
+                    }
+                    return Ok(Self {
+                        udp,
+                        tcp,
+                        scope,
+                        addr: bound,
+                    });
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -125,9 +151,7 @@ impl DnsListener {
 
     /// The bound address (UDP and TCP share it).
     pub fn local_addr(&self) -> SocketAddr {
-        self.udp
-            .local_addr()
-            .expect("a bound UDP socket has an address")
+        self.addr
     }
 
     /// The zones this listener serves.
@@ -153,49 +177,63 @@ pub async fn serve(
     metrics: DnsMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let stop = Arc::new(AtomicBool::new(false));
     let mut servers = Vec::new();
-    let mut workers = tokio::task::JoinSet::new();
-    let udp_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut threads = Vec::new();
     for listener in listeners {
-        let addr = listener.local_addr();
+        let addr = listener.addr;
         let resolver = Resolver::new(listener.scope, name_server_addrs(addr));
         let handler = RegistryHandler::new(registry.clone(), resolver, metrics.clone());
         let mut server = Server::new(handler.clone());
         server.register_listener(listener.tcp, TCP_IDLE_TIMEOUT, 32);
-        let token = server.shutdown_token().clone();
-        let udp = Arc::new(listener.udp);
-        for _ in 0..udp_workers {
-            let (udp, handler, token) = (udp.clone(), handler.clone(), token.clone());
-            workers.spawn(async move {
-                tokio::select! {
-                    () = udp_loop(udp, handler) => {}
-                    () = token.cancelled() => {}
-                }
-            });
+        for (i, socket) in listener.udp.into_iter().enumerate() {
+            let (handler, stop) = (handler.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("dns-udp-{}-{i}", addr.port()))
+                .spawn(move || udp_loop(Arc::new(socket), handler, stop))
+                .map_err(|e| Error::Worker(e.to_string()))?;
+            threads.push(thread);
         }
         info!(%addr, scope = ?listener.scope, "DNS server listening (UDP and TCP)");
         servers.push(server);
     }
     shutdown.await;
+    stop.store(true, Ordering::SeqCst);
     let mut result = Ok(());
     for server in &mut servers {
         if let Err(e) = server.shutdown_gracefully().await {
             result = Err(Error::Serve(e));
         }
     }
-    while let Some(joined) = workers.join_next().await {
-        joined?;
-    }
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| Error::Worker("a UDP thread panicked".into()))
+            })
+            .collect::<Result<Vec<()>, Error>>()
+    })
+    .await
+    .map_err(|e| Error::Worker(e.to_string()))?;
+    joined?;
     result
 }
 
-/// Receives datagrams on one shared socket and answers each in turn. Several
-/// of these run per socket, one per core.
-async fn udp_loop(socket: Arc<UdpSocket>, handler: RegistryHandler) {
+/// Receives datagrams on one socket and answers each in turn, until `stop`.
+fn udp_loop(socket: Arc<UdpSocket>, handler: RegistryHandler, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; UDP_RECV_BUFFER];
-    loop {
-        let (len, src) = match socket.recv_from(&mut buf).await {
+    while !stop.load(Ordering::Relaxed) {
+        let (len, src) = match socket.recv_from(&mut buf) {
             Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(error) => {
                 // ICMP errors from earlier sends surface here on some
                 // systems; they concern one peer, not the socket.
@@ -206,11 +244,11 @@ async fn udp_loop(socket: Arc<UdpSocket>, handler: RegistryHandler) {
         if src.port() == 0 {
             continue;
         }
-        // A bug answering one packet must not take the worker down: the
-        // panic is logged (by the panic hook) and the loop goes on.
-        let answered = AssertUnwindSafe(handle_datagram(&socket, &handler, &buf[..len], src))
-            .catch_unwind()
-            .await;
+        // A bug answering one packet must not take the thread down: the
+        // panic is reported (by the panic hook) and the loop goes on.
+        let answered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handle_datagram(&socket, &handler, &buf[..len], src)
+        }));
         if answered.is_err() {
             error!(%src, "panic while answering a DNS query; dropped it");
         }
@@ -220,7 +258,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, handler: RegistryHandler) {
 /// Answers one datagram: a well-formed query through the handler, a
 /// malformed one with FORMERR when its header is readable and it is not a
 /// response (never answer responses: no reflection loops), else nothing.
-async fn handle_datagram(
+fn handle_datagram(
     socket: &Arc<UdpSocket>,
     handler: &RegistryHandler,
     packet: &[u8],
@@ -236,14 +274,20 @@ async fn handle_datagram(
                 socket: socket.clone(),
                 dst: src,
             };
-            handler
+            // The handler never waits for anything but the send, which is a
+            // plain (blocking) socket call here: the future completes in one
+            // poll, with no runtime needed.
+            let done = handler
                 .handle_request::<_, TokioTime>(&request, response)
-                .await;
+                .now_or_never();
+            if done.is_none() {
+                error!(%src, "DNS handler did not complete synchronously; query dropped");
+            }
         }
         Err(error) => {
             debug!(%src, %error, "malformed DNS query");
             handler.metrics().malformed(Protocol::Udp);
-            let _ = socket.send_to(&formerr(packet), src).await;
+            let _ = socket.send_to(&formerr(packet), src);
         }
     }
 }
@@ -279,13 +323,13 @@ struct UdpResponse {
 impl ResponseHandler for UdpResponse {
     async fn send_response<'a>(
         &mut self,
-        response: hickory_server::zone_handler::MessageResponse<
+        response: MessageResponse<
             '_,
             'a,
-            impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
-            impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
-            impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
-            impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
         let max = response.edns().map_or(512, |e| e.max_payload().max(512));
@@ -293,7 +337,7 @@ impl ResponseHandler for UdpResponse {
         let mut encoder = BinEncoder::new(&mut buf);
         encoder.set_max_size(max);
         let info = response.destructive_emit(&mut encoder)?;
-        self.socket.send_to(&buf, self.dst).await?;
+        self.socket.send_to(&buf, self.dst)?;
         Ok(info)
     }
 }

@@ -207,7 +207,7 @@ impl Resolver {
         let labels = key.starts.len();
         for i in key.first_usable..labels {
             let suffix = &key.lower[key.starts[i]..];
-            if let Some(ns) = index.namespace_by_zone(suffix)
+            if let Some(ns) = index.namespace_by_zone_key(suffix)
                 && self.scope.serves(ns.kind)
             {
                 let relative = if i == 0 {
@@ -237,13 +237,13 @@ impl Resolver {
         if relative.is_empty() {
             return Some(Node::Apex);
         }
-        if let Some(entry) = index.service_by_name(&ns.id, relative)
+        if let Some(entry) = index.service_by_dns_key(&ns.id, relative)
             && let Some(dns) = &entry.service.dns_config
         {
             return Some(Node::Service(entry, dns));
         }
         if let Some((first, rest)) = relative.split_once('.')
-            && let Some(entry) = index.service_by_name(&ns.id, rest)
+            && let Some(entry) = index.service_by_dns_key(&ns.id, rest)
             && let Some(dns) = &entry.service.dns_config
             && dns.record(CmRecordType::Srv).is_some()
             && let Some(inst) = find_instance(entry, first)
@@ -441,15 +441,14 @@ fn cname(inst: &Instance) -> Option<Name> {
 
 /// The SRV target of an instance: `<instance-id>.<service>.<namespace>.`.
 fn srv_target(zone: &Zone<'_>, entry: &ServiceEntry, inst: &Instance) -> Option<Name> {
-    let mut name = Name::from_ascii(&inst.id).ok()?;
-    name = name
-        .append_name(&Name::from_ascii(&entry.service.name).ok()?)
-        .ok()?;
-    let mut name = name
-        .append_name(&Name::from_ascii(&zone.namespace.name).ok()?)
-        .ok()?;
-    name.set_fqdn(true);
-    Some(name)
+    let mut text = String::with_capacity(
+        inst.id.len() + entry.service.name.len() + zone.namespace.name.len() + 3,
+    );
+    for part in [&inst.id, &entry.service.name, &zone.namespace.name] {
+        text.push_str(part.trim_end_matches('.'));
+        text.push('.');
+    }
+    Name::from_ascii(text).ok()
 }
 
 /// The TTL of an instance's own address records (SRV targets): the A record's
@@ -548,16 +547,21 @@ fn service_records(
                 Vec::new(),
             ),
             CmRecordType::Srv => {
+                // Pick on cheap checks first; names are built for the
+                // picked instances only.
                 let picked = route(entry, dns.routing_policy, rng, |inst| {
                     if !is_dns_label(&inst.id) || (ipv4(inst).is_none() && ipv6(inst).is_none()) {
                         return None;
                     }
-                    Some((port(inst)?, srv_target(zone, entry, inst)?))
+                    port(inst)
                 });
                 let target_ttl = target_ttl(dns);
                 let mut answers = Vec::with_capacity(picked.len());
                 let mut additionals = Vec::with_capacity(picked.len());
-                for (inst, (port, target)) in picked {
+                for (inst, port) in picked {
+                    let Some(target) = srv_target(zone, entry, inst) else {
+                        continue;
+                    };
                     additionals.extend(address_records(inst, &target, target_ttl, RecordType::ANY));
                     answers.push(Record::from_rdata(
                         owner.clone(),

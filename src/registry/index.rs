@@ -214,6 +214,25 @@ impl Index {
             .and_then(|id| self.namespaces.get(id))
     }
 
+    /// A DNS namespace by an already normalised zone key (lower case, no
+    /// trailing dot, as [`dns_key`] makes it): the allocation-free lookup the
+    /// DNS server uses on every query.
+    pub fn namespace_by_zone_key(&self, key: &str) -> Option<&Namespace> {
+        self.namespace_by_zone
+            .get(key)
+            .and_then(|id| self.namespaces.get(id))
+    }
+
+    /// A service of a DNS namespace by its already lower-case name (no
+    /// allocation; the DNS server's per-query lookup). Services of HTTP
+    /// namespaces are keyed by their exact name and may not be found here.
+    pub fn service_by_dns_key(&self, namespace_id: &str, key: &str) -> Option<&ServiceEntry> {
+        self.services_by_namespace
+            .get(namespace_id)?
+            .get(key)
+            .and_then(|id| self.services.get(id))
+    }
+
     /// The number of services in a namespace.
     pub fn service_count(&self, namespace_id: &str) -> usize {
         self.services_by_namespace
