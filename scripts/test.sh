@@ -22,11 +22,20 @@ log() { printf '\n[test] %s\n' "$*" >&2; }
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+# dig (dnsutils): the DNS tests query the server with the real dig.
+command -v dig >/dev/null || need+=(dnsutils)
 if ((${#need[@]})); then
   log "installing Debian packages: ${need[*]}"
   if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+# The AWS CLI and boto3 from PyPI run the seed's examples (tests/seed_examples.rs).
+command -v python3 >/dev/null || { echo "python3 not found: Python >= 3.9 with pip is needed for the AWS CLI and boto3" >&2; exit 1; }
+if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
+  log "installing the AWS CLI and boto3 (pip)"
+  python3 -m pip install --quiet awscli==1.45.11 boto3==1.43.11
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 command -v go >/dev/null || { echo "go not found: Go >= 1.24 is needed to build the test control plane" >&2; exit 1; }
@@ -40,6 +49,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 # --- control plane ---------------------------------------------------------
 log "building (or reusing) the control plane"
 scripts/build-controlplane.sh
+log "building (or reusing) CoreDNS for the DNS tests"
+scripts/build-coredns.sh
 cp_dir=$(mktemp -d "${TMPDIR:-/tmp}/waymark-test-cp.XXXXXX")
 cleanup() { scripts/controlplane.sh down "$cp_dir" >/dev/null 2>&1 || true; rm -rf "$cp_dir"; }
 trap cleanup EXIT
