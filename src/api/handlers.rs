@@ -100,7 +100,8 @@ pub fn handle(registry: &Registry, op: &str, body: &[u8]) -> Result<String> {
             // The operation has no output shape: an empty body.
             return Ok(String::new());
         }
-        "DiscoverInstances" => discover_instances(registry, parse(body)?),
+        // The hot path: rendered straight from the index (`render_discovered`).
+        "DiscoverInstances" => return discover_instances(registry, parse(body)?),
         "DiscoverInstancesRevision" => discover_instances_revision(registry, parse(body)?),
         "GetOperation" => get_operation(registry, parse(body)?),
         "ListOperations" => list_operations(registry, parse(body)?),
@@ -966,7 +967,106 @@ fn check_parameters(params: &BTreeMap<String, String>, field: &str) -> Result<()
     Ok(())
 }
 
-fn discover_instances(registry: &Registry, req: wire::DiscoverInstances) -> Result<Value> {
+/// Appends `s` as a JSON string. Ids, names and attribute keys and values
+/// are printable ASCII that almost never needs escaping, so a branch-free
+/// scan (which the compiler vectorises) decides and the common case is one
+/// copy; serde_json escapes the rest.
+fn push_json_str(out: &mut String, s: &str) {
+    let needs_escape = s.bytes().fold(false, |esc, b| {
+        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        out.push_str(&serde_json::to_string(s).expect("a str always serialises"));
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
+/// Appends an attribute map as a JSON object.
+///
+/// Written without escaping first, then checked in one pass over the bytes
+/// written: the object is valid JSON exactly when no key or value held a
+/// quote, a backslash or a control character, that is when the only quotes
+/// are the four per attribute written here. Otherwise it is written again,
+/// escaped. (One scan of the whole object is much cheaper than one per key
+/// and value: they are short.)
+fn push_json_attributes(out: &mut String, attributes: &Attributes) {
+    let start = out.len();
+    out.push('{');
+    for (n, (k, v)) in attributes.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":\"");
+        out.push_str(v);
+        out.push('"');
+    }
+    out.push('}');
+    let written = &out.as_bytes()[start..];
+    // Counted in byte-sized lanes (chunks of at most 255) so that it
+    // vectorises 16 bytes at a time.
+    let quotes: usize = written
+        .chunks(255)
+        .map(|c| usize::from(c.iter().fold(0u8, |n, &b| n + u8::from(b == b'"'))))
+        .sum();
+    let unsafe_bytes = written
+        .iter()
+        .fold(false, |bad, &b| bad | (b < 0x20) | (b == b'\\'));
+    if unsafe_bytes || quotes != 4 * attributes.len() {
+        out.truncate(start);
+        out.push('{');
+        for (n, (k, v)) in attributes.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            push_json_str(out, k);
+            out.push(':');
+            push_json_str(out, v);
+        }
+        out.push('}');
+    }
+}
+
+/// Renders the `DiscoverInstances` output: `{"Instances": [HttpInstanceSummary],
+/// "InstancesRevision": n}`.
+///
+/// Written by hand because this is the hottest call: building a
+/// `serde_json::Value` tree (a map per instance, a copy of every attribute)
+/// made allocation dominate it, and escaping string by string was then the
+/// largest cost left (see `push_json_attributes`).
+fn render_discovered(entry: &ServiceEntry, namespace: &str, instances: &[&Instance]) -> String {
+    // What every summary repeats, rendered once.
+    let mut names = String::from(",\"NamespaceName\":");
+    push_json_str(&mut names, namespace);
+    names.push_str(",\"ServiceName\":");
+    push_json_str(&mut names, &entry.service.name);
+    names.push_str(",\"HealthStatus\":\"");
+
+    let mut out = String::with_capacity(48 + instances.len() * (names.len() + 192));
+    out.push_str("{\"Instances\":[");
+    for (n, i) in instances.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"InstanceId\":");
+        push_json_str(&mut out, &i.id);
+        out.push_str(&names);
+        out.push_str(entry.reported_health(i).as_str());
+        out.push_str("\",\"Attributes\":");
+        push_json_attributes(&mut out, &i.attributes);
+        out.push('}');
+    }
+    out.push_str("],\"InstancesRevision\":");
+    out.push_str(&entry.service.revision.to_string());
+    out.push('}');
+    out
+}
+
+fn discover_instances(registry: &Registry, req: wire::DiscoverInstances) -> Result<String> {
     let namespace = required_str(req.namespace_name, "NamespaceName")?;
     let service = required_str(req.service_name, "ServiceName")?;
     let max = max_results(req.max_results, 1000, 100)?;
@@ -987,19 +1087,8 @@ fn discover_instances(registry: &Registry, req: wire::DiscoverInstances) -> Resu
     check_parameters(&optional, "OptionalParameters")?;
     let index = registry.read();
     let entry = discovered(&index, &namespace, &service)?;
-    let instances: Vec<Value> = discover::select(entry, &query, &optional, health, max)
-        .into_iter()
-        .map(|i| {
-            json!({
-                "InstanceId": i.id,
-                "NamespaceName": namespace,
-                "ServiceName": entry.service.name,
-                "HealthStatus": entry.reported_health(i).as_str(),
-                "Attributes": i.attributes,
-            })
-        })
-        .collect();
-    Ok(json!({ "Instances": instances, "InstancesRevision": entry.service.revision }))
+    let chosen = discover::select(entry, &query, &optional, health, max);
+    Ok(render_discovered(entry, &namespace, &chosen))
 }
 
 fn discover_instances_revision(registry: &Registry, req: wire::DiscoverInstances) -> Result<Value> {
@@ -1187,6 +1276,79 @@ mod tests {
         assert_eq!(decode_token(&t).unwrap(), "ns-abc/ü");
         assert!(decode_token("zz").is_err());
         assert!(decode_token("abc").is_err());
+    }
+
+    #[test]
+    fn discovered_instances_render_as_their_json_value() {
+        // Plain attributes (the fast path), then each kind of character
+        // that needs escaping on its own (the slow path).
+        let sets: [&[(&str, &str)]; 6] = [
+            &[
+                ("tablename", "UserAuth"),
+                ("environment", "prod"),
+                ("empty", ""),
+            ],
+            &[("quote", "say \"hi\"")],
+            &[("back\\slash", "x")],
+            &[("tab", "a\tb c")],
+            &[("unicode", "\u{e9}t\u{e9}"), ("k", "v")],
+            &[],
+        ];
+        let inst = |id: &str, attrs: &[(&str, &str)]| Instance {
+            id: id.into(),
+            service_id: "srv-x".into(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            creator_request_id: None,
+            health: HealthStatus::Healthy,
+            owner: Owner::Api,
+            create_date: 0,
+            update_date: 0,
+        };
+        let entry = ServiceEntry {
+            service: Service {
+                id: "srv-x".into(),
+                name: "user-auth-db".into(),
+                namespace_id: "ns-x".into(),
+                description: None,
+                kind: ServiceType::Http,
+                dns_config: None,
+                health_check_config: None,
+                health_check_custom_config: Some(HealthCheckCustomConfig {
+                    failure_threshold: Some(1),
+                }),
+                attributes: Attributes::new(),
+                creator_request_id: None,
+                create_date: 0,
+                update_date: 0,
+                revision: 7,
+                owner: Owner::Api,
+                tags: vec![],
+            },
+            instances: Default::default(),
+        };
+        let instances: Vec<Instance> = sets
+            .iter()
+            .enumerate()
+            .map(|(n, attrs)| inst(&format!("i/{n}\"q"), attrs))
+            .collect();
+        let refs: Vec<&Instance> = instances.iter().collect();
+        let rendered = render_discovered(&entry, "quick\\ship", &refs);
+        let summaries: Vec<Value> = instances
+            .iter()
+            .map(|i| {
+                json!({"InstanceId": i.id, "NamespaceName": "quick\\ship",
+                       "ServiceName": "user-auth-db", "HealthStatus": "HEALTHY",
+                       "Attributes": i.attributes})
+            })
+            .collect();
+        let expected = json!({"Instances": summaries, "InstancesRevision": 7});
+        let parsed: Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(parsed, expected, "{rendered}");
+        let none = render_discovered(&entry, "ns", &[]);
+        assert_eq!(none, r#"{"Instances":[],"InstancesRevision":7}"#);
     }
 
     #[test]
