@@ -8,106 +8,18 @@
 //! missing headers and oversized bodies.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::Server;
 
-const BIN: &str = env!("CARGO_BIN_EXE_waymark");
+mod support;
+
 const TARGET: &str = "Route53AutoNaming_v20170314.";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// The server's body limit (`api::MAX_BODY_BYTES`).
 const MAX_BODY_BYTES: usize = 256 * 1024;
-
-// ----- a `waymark serve` process --------------------------------------------
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `waymark serve` on free loopback ports with its own data directory;
-/// killed on drop.
-struct Server {
-    child: Child,
-    api_port: u16,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // A port picked by free_port() can be taken by a parallel test before
-        // the server binds it: retry with new ports.
-        for attempt in 0..5 {
-            let (api_port, metrics_port) = (free_port(), free_port());
-            let log = dir.path().join(format!("serve-{attempt}.log"));
-            let mut child = Command::new(BIN)
-                .args(["serve", "--data-dir"])
-                .arg(dir.path().join("data"))
-                .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-                .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-                // The DNS listener (when built in) must not take a fixed port.
-                .env("WAYMARK_DNS_ADDR", "127.0.0.1:0")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            if wait_ready(&mut child, metrics_port) {
-                return Self {
-                    child,
-                    api_port,
-                    log,
-                    _dir: dir,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                text.contains("cannot listen on"),
-                "waymark serve did not start:\n{text}"
-            );
-        }
-        panic!("no free ports for waymark serve after 5 attempts");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- waymark serve log ---\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-/// Waits for `/readyz`; false if the process exited first.
-fn wait_ready(child: &mut Child, metrics_port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        if let Some(r) = http(metrics_port, "GET", "/readyz", &[], b"")
-            && r.status == 200
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("waymark serve did not become ready in 30 s");
-}
 
 // ----- a minimal HTTP/1.1 client --------------------------------------------
 

@@ -15,14 +15,14 @@
 //!   to `data-127.0.0.1`, which does not resolve.
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{Server, http_get as get};
 
-const BIN: &str = env!("CARGO_BIN_EXE_waymark");
+mod support;
 
 /// The seed's CLI example (Implementation Steps, 4), exactly as written.
 const SEED_REGISTER_COMMAND: &str = "aws servicediscovery register-instance \\
@@ -33,112 +33,6 @@ const SEED_REGISTER_COMMAND: &str = "aws servicediscovery register-instance \\
 
 /// Upper bound for one CLI or Python run (they take well under a second).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
-
-// ----- a `waymark serve` process --------------------------------------------
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `waymark serve` on free loopback ports with its own data directory;
-/// killed on drop.
-struct Server {
-    child: Child,
-    api_port: u16,
-    metrics_port: u16,
-    log: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // A port picked by free_port() can be taken by a parallel test before
-        // the server binds it: retry with new ports.
-        for attempt in 0..5 {
-            let (api_port, metrics_port) = (free_port(), free_port());
-            let log = dir.path().join(format!("serve-{attempt}.log"));
-            let mut child = Command::new(BIN)
-                .args(["serve", "--data-dir"])
-                .arg(dir.path().join("data"))
-                .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-                .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-                // The DNS listener must not take a fixed port.
-                .env("WAYMARK_DNS_ADDR", "127.0.0.1:0")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            if wait_ready(&mut child, metrics_port) {
-                return Self {
-                    child,
-                    api_port,
-                    metrics_port,
-                    log,
-                    dir,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                text.contains("cannot listen on"),
-                "waymark serve did not start:\n{text}"
-            );
-        }
-        panic!("no free ports for waymark serve after 5 attempts");
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- waymark serve log ---\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-/// A minimal HTTP/1.0 GET (for `/readyz` and `/metrics`).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::Write;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-/// Waits for `/readyz`; false if the process exited first.
-fn wait_ready(child: &mut Child, metrics_port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        if let Some((200, _)) = get(metrics_port, "/readyz") {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("waymark serve did not become ready in 30 s");
-}
 
 // ----- the AWS tools ---------------------------------------------------------
 

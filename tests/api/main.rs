@@ -10,7 +10,7 @@ use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 use aws_sdk_servicediscovery::operation::create_http_namespace::CreateHttpNamespaceError;
 use aws_sdk_servicediscovery::operation::create_service::CreateServiceError;
 use aws_sdk_servicediscovery::types::*;
-use harness::Server;
+use harness::{SdkClient, Server};
 
 /// The error code (`__type`) of a failed call.
 fn code<E: ProvideErrorMetadata>(e: &E) -> String {

@@ -7,31 +7,25 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ControlPlane, TestNamespace, control_plane};
 use serde_json::{Value, json};
+use support::{BIN, free_port};
 
-const BIN: &str = env!("CARGO_BIN_EXE_waymark");
 const TEST_LABEL: &str = "waymark.dev/test";
 
 fn cp() -> &'static ControlPlane {
     let cp = control_plane();
     cp.install_crds();
     cp
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `f` until it returns `Some`, for up to 20 seconds.
