@@ -810,9 +810,14 @@ impl Controller {
             }
             (None, None) => {}
         }
-        for sd in [old, new].into_iter().flatten() {
-            self.dirty_namespaces
-                .insert(sd.spec.namespace_ref.name.clone());
+        // The Namespace's service count and deletion hold only change when
+        // an SD appears, goes, or points elsewhere (not on status updates).
+        let old_ns = old.as_ref().map(|sd| &sd.spec.namespace_ref.name);
+        let new_ns = new.as_ref().map(|sd| &sd.spec.namespace_ref.name);
+        if old_ns != new_ns {
+            for ns in [old_ns, new_ns].into_iter().flatten() {
+                self.dirty_namespaces.insert(ns.clone());
+            }
         }
     }
 
