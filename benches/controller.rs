@@ -233,7 +233,7 @@ async fn run(pods: usize, kubeconfig: &Path, client: kube::Client) {
     for n in 0..2000usize {
         ticker.tick().await;
         let i = (n * 7919) % pods;
-        let ready = (n / pods) % 2 == 0;
+        let ready = (n / pods).is_multiple_of(2);
         let name = format!("{round}-{i}");
         let pod_api = pod_api.clone();
         let latencies = latencies.clone();
