@@ -1225,7 +1225,7 @@ fn list_operations(registry: &Registry, req: wire::List) -> Result<Value> {
         })
         .map(|op| {
             (
-                format!("{:020}/{}", op.create_date, op.id),
+                format!("{:020}", op.sequence),
                 json!({"Id": op.id, "Status": op.status.as_str()}),
             )
         })

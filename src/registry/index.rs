@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::model::{EpochMillis, HealthStatus, Instance, Namespace, Operation, Service};
+use super::model::{HealthStatus, Instance, Namespace, Operation, Service};
 use super::store::{Change, Snapshot};
 
 /// A service together with its instances.
@@ -46,7 +46,7 @@ pub struct Index {
     services: HashMap<String, ServiceEntry>,
     services_by_namespace: HashMap<String, BTreeMap<String, String>>,
     operations: HashMap<String, Operation>,
-    operation_order: BTreeSet<(EpochMillis, String)>,
+    operation_order: BTreeSet<(u64, String)>,
     operation_by_request: HashMap<String, String>,
     instance_count: usize,
 }
@@ -167,10 +167,9 @@ impl Index {
             }
             Change::PutOperation(op) => {
                 if let Some(old) = self.operations.get(&op.id) {
-                    self.operation_order
-                        .remove(&(old.create_date, old.id.clone()));
+                    self.operation_order.remove(&(old.sequence, old.id.clone()));
                 }
-                self.operation_order.insert((op.create_date, op.id.clone()));
+                self.operation_order.insert((op.sequence, op.id.clone()));
                 if let Some(r) = &op.request_id {
                     self.operation_by_request.insert(r.clone(), op.id.clone());
                 }
@@ -178,8 +177,7 @@ impl Index {
             }
             Change::DeleteOperation(id) => {
                 if let Some(old) = self.operations.remove(&id) {
-                    self.operation_order
-                        .remove(&(old.create_date, old.id.clone()));
+                    self.operation_order.remove(&(old.sequence, old.id.clone()));
                     if let Some(r) = &old.request_id
                         && self.operation_by_request.get(r) == Some(&old.id)
                     {
@@ -305,6 +303,11 @@ impl Index {
         self.operation_order
             .iter()
             .filter_map(|(_, id)| self.operations.get(id))
+    }
+
+    /// The sequence number the next operation record gets.
+    pub fn next_operation_sequence(&self) -> u64 {
+        self.operation_order.last().map_or(1, |(seq, _)| seq + 1)
     }
 
     /// The number of retained operations.

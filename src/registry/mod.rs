@@ -181,6 +181,16 @@ fn check_owner(resource: impl FnOnce() -> String, owner: &Owner, actor: &Owner) 
     }
 }
 
+/// Cloud Map's defaults for a health check: `ResourcePath` `/` for HTTP(S),
+/// `FailureThreshold` 1.
+fn with_health_check_defaults(mut hc: HealthCheckConfig) -> HealthCheckConfig {
+    if hc.kind != HealthCheckType::Tcp && hc.resource_path.is_none() {
+        hc.resource_path = Some("/".into());
+    }
+    hc.failure_threshold.get_or_insert(1);
+    hc
+}
+
 /// The current time in epoch milliseconds.
 pub fn now_millis() -> EpochMillis {
     SystemTime::now()
@@ -402,6 +412,7 @@ impl Registry {
                 .map(|(t, id)| (*t, id.to_string()))
                 .collect::<BTreeMap<_, _>>(),
             request_id: request_id.map(str::to_string),
+            sequence: index.next_operation_sequence(),
         };
         let excess = (index.operation_count() + 1).saturating_sub(self.config.operation_retention);
         for old in index.operations().take(excess) {
@@ -660,13 +671,7 @@ impl Registry {
                 ServiceType::Http
             },
             dns_config: req.dns_config,
-            health_check_config: req.health_check_config.map(|mut hc| {
-                if hc.kind != HealthCheckType::Tcp && hc.resource_path.is_none() {
-                    hc.resource_path = Some("/".into());
-                }
-                hc.failure_threshold.get_or_insert(1);
-                hc
-            }),
+            health_check_config: req.health_check_config.map(with_health_check_defaults),
             // Cloud Map no longer supports the custom threshold and reports 1.
             health_check_custom_config: req.health_check_custom_config.map(|_| {
                 HealthCheckCustomConfig {
@@ -743,13 +748,7 @@ impl Registry {
         if let Some(d) = update.description {
             svc.description = Some(d);
         }
-        svc.health_check_config = update.health_check_config.map(|mut hc| {
-            if hc.kind != HealthCheckType::Tcp && hc.resource_path.is_none() {
-                hc.resource_path = Some("/".into());
-            }
-            hc.failure_threshold.get_or_insert(1);
-            hc
-        });
+        svc.health_check_config = update.health_check_config.map(with_health_check_defaults);
         svc.update_date = now_millis();
         let mut changes = vec![Change::PutService(svc.clone())];
         let op = self.record_operation(

@@ -440,4 +440,9 @@ pub struct Operation {
     /// The idempotency token of the request, used to answer retries with the
     /// same operation.
     pub request_id: Option<String>,
+    /// Registry-wide submission order. Dates have millisecond resolution,
+    /// so several operations can share one; retention and listing follow
+    /// this instead.
+    #[serde(default)]
+    pub sequence: u64,
 }
