@@ -107,6 +107,8 @@ fn main() {
                     attributes,
                     creator_request_id: None,
                     health: HealthStatus::Healthy,
+                    reported: None,
+                    probe: None,
                     owner: owner.clone(),
                     create_date: now,
                     update_date: now,

@@ -158,6 +158,8 @@ mod tests {
                                 .collect(),
                             creator_request_id: None,
                             health: *h,
+                            reported: None,
+                            probe: None,
                             owner: Owner::Api,
                             create_date: 0,
                             update_date: 0,

@@ -542,6 +542,8 @@ fn health_check_config(hc: wire::HealthCheckConfig, prefix: &str) -> Result<Heal
         kind,
         resource_path: hc.resource_path,
         failure_threshold,
+        interval_seconds: None,
+        timeout_seconds: None,
     })
 }
 
@@ -1303,6 +1305,8 @@ mod tests {
                 .collect(),
             creator_request_id: None,
             health: HealthStatus::Healthy,
+            reported: None,
+            probe: None,
             owner: Owner::Api,
             create_date: 0,
             update_date: 0,

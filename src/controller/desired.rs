@@ -271,6 +271,8 @@ pub fn plan(
             resource_path: matches!(h.type_, HealthCheckType::Http | HealthCheckType::Https)
                 .then(|| h.effective_path().to_string()),
             failure_threshold: Some(h.effective_failure_threshold() as i32),
+            interval_seconds: Some(h.effective_interval_seconds()),
+            timeout_seconds: Some(h.effective_timeout_seconds()),
         });
     let custom_health = match hc_type {
         Some(HealthCheckType::Readiness | HealthCheckType::Custom) => true,

@@ -301,6 +301,32 @@ pub struct DesiredInstance {
     pub health: HealthStatus,
 }
 
+/// An active check's verdict on one instance (see [`Registry::apply_probe_verdicts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeVerdict {
+    /// Service id.
+    pub service_id: String,
+    /// Instance id.
+    pub instance_id: String,
+    /// Whether the check now passes (after its failure threshold).
+    pub passing: bool,
+}
+
+/// An instance whose effective health changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthFlip {
+    /// Service id.
+    pub service_id: String,
+    /// Instance id.
+    pub instance_id: String,
+    /// Who owns the instance (the controller turns its own into Events).
+    pub owner: Owner,
+    /// Health before.
+    pub from: HealthStatus,
+    /// Health after.
+    pub to: HealthStatus,
+}
+
 /// What [`Registry::sync_instances`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncOutcome {
@@ -331,6 +357,8 @@ pub struct Registry {
     // modify, while readers only ever wait for the brief index update.
     writer: Mutex<()>,
     store: Box<dyn Store>,
+    // Counts commits; subscribers (the prober, caches) wake on each.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -350,6 +378,7 @@ impl Registry {
             index: RwLock::new(Index::from_snapshot(snapshot)),
             writer: Mutex::new(()),
             store,
+            generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -386,7 +415,20 @@ impl Registry {
         for c in changes {
             index.apply(c);
         }
+        drop(index);
+        self.generation.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    /// A receiver that sees the commit count change after every write, for
+    /// components that follow the registry (the prober, answer caches).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The number of writes committed since the registry was opened.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
     }
 
     /// A successful operation record plus the retention deletions it causes.
@@ -927,6 +969,8 @@ impl Registry {
             attributes: req.attributes,
             creator_request_id: req.creator_request_id.clone(),
             health,
+            reported: existing.and_then(|o| o.reported),
+            probe: existing.and_then(|o| o.probe),
             owner: req.owner,
             create_date: existing.map_or(now, |o| o.create_date),
             update_date: now,
@@ -1079,6 +1123,52 @@ impl Registry {
         Ok(true)
     }
 
+    /// Records active-check verdicts (`true` passing) in one commit and
+    /// returns the instances whose effective health changed. Verdicts for
+    /// instances or services that are gone, or whose service no longer has an
+    /// active check, are ignored: the prober works from a snapshot that a
+    /// concurrent write may have overtaken.
+    pub fn apply_probe_verdicts(&self, verdicts: &[ProbeVerdict]) -> Result<Vec<HealthFlip>> {
+        let _w = self.lock_writer();
+        let index = self.read();
+        let mut changes = Vec::new();
+        let mut flips = Vec::new();
+        for v in verdicts {
+            let Some(entry) = index.service(&v.service_id) else {
+                continue;
+            };
+            if entry.service.health_check_config.is_none() {
+                continue;
+            }
+            let Some(inst) = entry.instances.get(&v.instance_id) else {
+                continue;
+            };
+            if inst.probe == Some(v.passing) {
+                continue;
+            }
+            let health = entry
+                .service
+                .combined_health(inst.reported, Some(v.passing));
+            if health != inst.health {
+                flips.push(HealthFlip {
+                    service_id: v.service_id.clone(),
+                    instance_id: v.instance_id.clone(),
+                    owner: inst.owner.clone(),
+                    from: inst.health,
+                    to: health,
+                });
+            }
+            changes.push(Change::PutInstance(Instance {
+                health,
+                probe: Some(v.passing),
+                ..inst.clone()
+            }));
+        }
+        drop(index);
+        self.commit(changes)?;
+        Ok(flips)
+    }
+
     /// Makes the instances a controller owns in a service exactly `desired`,
     /// in one atomic commit: new ones are registered, changed ones updated,
     /// missing ones deregistered, and health recorded. Instances owned by
@@ -1119,10 +1209,22 @@ impl Registry {
                 outcome.rejected.push((d.id, e.to_string()));
                 continue;
             }
-            let health = if entry.service.has_health_check() {
-                d.health
-            } else {
-                HealthStatus::Unknown
+            // With an active check the pod's readiness is one of two inputs;
+            // with custom health it is the health itself.
+            let active = entry.service.health_check_config.is_some();
+            let reported = active.then_some(d.health);
+            let probe = |old: Option<&Instance>| {
+                if active {
+                    old.and_then(|o| o.probe)
+                } else {
+                    None
+                }
+            };
+            let health = match entry.service.health_check_custom_config {
+                Some(_) => d.health,
+                None => entry
+                    .service
+                    .combined_health(reported, probe(entry.instances.get(&d.id))),
             };
             match entry.instances.get(&d.id) {
                 Some(old) if !mine(&old.owner) => {
@@ -1133,7 +1235,11 @@ impl Registry {
                 }
                 Some(old) => {
                     let attrs_changed = old.attributes != d.attributes;
-                    if attrs_changed || old.health != health || old.owner != *actor {
+                    if attrs_changed
+                        || old.health != health
+                        || old.reported != reported
+                        || old.owner != *actor
+                    {
                         if attrs_changed {
                             outcome.updated += 1;
                         } else if old.health != health {
@@ -1142,6 +1248,8 @@ impl Registry {
                         changes.push(Change::PutInstance(Instance {
                             attributes: d.attributes,
                             health,
+                            reported,
+                            probe: probe(Some(old)),
                             owner: actor.clone(),
                             update_date: if attrs_changed { now } else { old.update_date },
                             ..old.clone()
@@ -1167,6 +1275,8 @@ impl Registry {
                         attributes: d.attributes,
                         creator_request_id: None,
                         health,
+                        reported,
+                        probe: None,
                         owner: actor.clone(),
                         create_date: now,
                         update_date: now,

@@ -222,6 +222,15 @@ pub struct HealthCheckConfig {
     pub resource_path: Option<String>,
     /// Consecutive results needed to flip the status (1–10).
     pub failure_threshold: Option<i32>,
+    /// Seconds between probes of one instance. Not part of Cloud Map's API
+    /// (Route 53 probes every 30 s); set from a ServiceDiscovery's
+    /// `spec.healthCheck`, `None` means the prober's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<u32>,
+    /// Seconds a probe may take before it counts as a failure; `None` means
+    /// the prober's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
 }
 
 /// Custom health reporting (Cloud Map's `HealthCheckCustomConfig`).
@@ -294,6 +303,29 @@ pub struct Service {
 }
 
 impl Service {
+    /// The effective health of an instance of this service from its parts:
+    /// `UNKNOWN` without a health check; with an active check, HEALTHY only
+    /// while both the owner's report (if any) and the probe (if any yet)
+    /// pass; with custom health, the reported status.
+    pub fn combined_health(
+        &self,
+        reported: Option<HealthStatus>,
+        probe: Option<bool>,
+    ) -> HealthStatus {
+        if self.health_check_config.is_some() {
+            let reported_ok = reported != Some(HealthStatus::Unhealthy);
+            if reported_ok && probe.unwrap_or(true) {
+                HealthStatus::Healthy
+            } else {
+                HealthStatus::Unhealthy
+            }
+        } else if self.health_check_custom_config.is_some() {
+            reported.unwrap_or(HealthStatus::Healthy)
+        } else {
+            HealthStatus::Unknown
+        }
+    }
+
     /// Whether any health check (active or custom) is configured; without one,
     /// Cloud Map reports `UNKNOWN` and ignores health filters.
     pub fn has_health_check(&self) -> bool {
@@ -337,8 +369,20 @@ pub struct Instance {
     pub attributes: Attributes,
     /// The idempotency token of the registering request.
     pub creator_request_id: Option<String>,
-    /// The last known health (meaningful only when the service has a health check).
+    /// The effective health every reader uses (meaningful only when the
+    /// service has a health check): for services with an active check it
+    /// combines [`Instance::reported`] and [`Instance::probe`].
     pub health: HealthStatus,
+    /// Health reported by the owner alongside an active check: a pod's
+    /// readiness, recorded by the controller. `None` for API instances,
+    /// whose health the active check alone decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<HealthStatus>,
+    /// The active check's verdict (`true` passing). `None` until the first
+    /// probe finishes (counted as passing, as Route 53 treats a new check)
+    /// or when the service has no active check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<bool>,
     /// Who registered the instance.
     pub owner: Owner,
     /// First registration time.

@@ -677,3 +677,125 @@ fn sync_instances_applies_a_controllers_desired_set_atomically() {
     );
     assert_eq!(index.service(&svc.id).unwrap().instances.len(), 2);
 }
+
+fn create_probed_svc(reg: &Registry, ns: &str, name: &str, threshold: i32) -> Service {
+    reg.create_service(CreateService {
+        name: name.into(),
+        namespace_id: ns.into(),
+        description: None,
+        dns_config: a_records(),
+        health_check_config: Some(HealthCheckConfig {
+            kind: HealthCheckType::Tcp,
+            resource_path: None,
+            failure_threshold: Some(threshold),
+            interval_seconds: None,
+            timeout_seconds: None,
+        }),
+        health_check_custom_config: None,
+        http_only: false,
+        creator_request_id: None,
+        tags: vec![],
+        owner: Owner::Api,
+    })
+    .unwrap()
+}
+
+fn health_of(reg: &Registry, svc: &str, id: &str) -> HealthStatus {
+    reg.read().service(svc).unwrap().instances[id].health
+}
+
+fn verdict(svc: &str, id: &str, passing: bool) -> ProbeVerdict {
+    ProbeVerdict {
+        service_id: svc.into(),
+        instance_id: id.into(),
+        passing,
+    }
+}
+
+#[test]
+fn probe_verdicts_decide_api_instances_and_report_flips() {
+    let reg = Registry::in_memory();
+    let ns = create_ns(&reg, "probe.local", NamespaceType::DnsPrivate);
+    let svc = create_probed_svc(&reg, &ns, "web", 2);
+    let ip = [
+        ("AWS_INSTANCE_IPV4", "10.0.0.1"),
+        ("AWS_INSTANCE_PORT", "80"),
+    ];
+    register(&reg, &svc.id, "i1", &ip, Owner::Api).unwrap();
+    // A new check counts as passing until its first verdict, as in Route 53.
+    assert_eq!(health_of(&reg, &svc.id, "i1"), HealthStatus::Healthy);
+    let revision = reg.read().service(&svc.id).unwrap().service.revision;
+    let generation = reg.generation();
+
+    let flips = reg
+        .apply_probe_verdicts(&[
+            verdict(&svc.id, "i1", false),
+            verdict(&svc.id, "gone", false),
+        ])
+        .unwrap();
+    assert_eq!(flips.len(), 1, "the unknown instance is ignored");
+    assert_eq!(
+        (flips[0].from, flips[0].to),
+        (HealthStatus::Healthy, HealthStatus::Unhealthy)
+    );
+    assert_eq!(health_of(&reg, &svc.id, "i1"), HealthStatus::Unhealthy);
+    assert!(reg.generation() > generation, "subscribers are woken");
+    // A repeated verdict changes nothing and commits nothing.
+    let generation = reg.generation();
+    assert!(
+        reg.apply_probe_verdicts(&[verdict(&svc.id, "i1", false)])
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(reg.generation(), generation);
+    // Re-registering keeps the verdict; health never moves the revision.
+    register(&reg, &svc.id, "i1", &ip, Owner::Api).unwrap();
+    assert_eq!(health_of(&reg, &svc.id, "i1"), HealthStatus::Unhealthy);
+    assert_eq!(
+        reg.read().service(&svc.id).unwrap().service.revision,
+        revision
+    );
+    reg.apply_probe_verdicts(&[verdict(&svc.id, "i1", true)])
+        .unwrap();
+    assert_eq!(health_of(&reg, &svc.id, "i1"), HealthStatus::Healthy);
+}
+
+#[test]
+fn pod_readiness_and_the_active_check_must_both_pass() {
+    let reg = Registry::in_memory();
+    let ns = create_ns(&reg, "combo.local", NamespaceType::DnsPrivate);
+    let svc = create_probed_svc(&reg, &ns, "web", 1);
+    let owner = controller("ServiceDiscovery t/web");
+    let want = |health| {
+        vec![DesiredInstance {
+            id: "pod-a".into(),
+            attributes: attrs(&[
+                ("AWS_INSTANCE_IPV4", "10.0.0.2"),
+                ("AWS_INSTANCE_PORT", "8080"),
+            ]),
+            health,
+        }]
+    };
+    reg.sync_instances(&svc.id, want(HealthStatus::Healthy), &owner)
+        .unwrap();
+    assert_eq!(health_of(&reg, &svc.id, "pod-a"), HealthStatus::Healthy);
+    // Probe fails: unhealthy although the pod is Ready.
+    let flips = reg
+        .apply_probe_verdicts(&[verdict(&svc.id, "pod-a", false)])
+        .unwrap();
+    assert_eq!(flips[0].owner, owner);
+    assert_eq!(health_of(&reg, &svc.id, "pod-a"), HealthStatus::Unhealthy);
+    // A re-sync with the pod still Ready keeps the probe's verdict.
+    reg.sync_instances(&svc.id, want(HealthStatus::Healthy), &owner)
+        .unwrap();
+    assert_eq!(health_of(&reg, &svc.id, "pod-a"), HealthStatus::Unhealthy);
+    // Probe passes again, but the pod is no longer Ready.
+    reg.sync_instances(&svc.id, want(HealthStatus::Unhealthy), &owner)
+        .unwrap();
+    reg.apply_probe_verdicts(&[verdict(&svc.id, "pod-a", true)])
+        .unwrap();
+    assert_eq!(health_of(&reg, &svc.id, "pod-a"), HealthStatus::Unhealthy);
+    reg.sync_instances(&svc.id, want(HealthStatus::Healthy), &owner)
+        .unwrap();
+    assert_eq!(health_of(&reg, &svc.id, "pod-a"), HealthStatus::Healthy);
+}

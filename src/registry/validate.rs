@@ -730,6 +730,8 @@ mod tests {
             kind: HealthCheckType::Http,
             resource_path: None,
             failure_threshold: None,
+            interval_seconds: None,
+            timeout_seconds: None,
         };
         let s = service(None, Some(hc));
         let ns = NamespaceType::Http;
@@ -843,6 +845,8 @@ mod tests {
             kind: HealthCheckType::Tcp,
             resource_path: None,
             failure_threshold: Some(3),
+            interval_seconds: None,
+            timeout_seconds: None,
         };
         assert!(dns_config(&dns(Weighted, &[Cname]), Some(&hc)).is_err());
         let mut bad_ttl = dns(Multivalue, &[A]);
@@ -861,6 +865,8 @@ mod tests {
             kind,
             resource_path: path.map(str::to_string),
             failure_threshold: t,
+            interval_seconds: None,
+            timeout_seconds: None,
         };
         use HealthCheckType::*;
         assert!(health_check_config(&hc(Http, Some("/health"), Some(3))).is_ok());
