@@ -80,6 +80,12 @@ pub struct Plan {
     pub next_deadline: Option<EpochMillis>,
     /// Pods that declare the `waymark.dev/registered` readiness gate.
     pub gated: Vec<GatedPod>,
+    /// The plan of each selected pod, by pod name, so later pod changes can
+    /// be applied one pod at a time.
+    pub pods: BTreeMap<String, PodPlan>,
+    /// The problems that do not come from pods (they hold until the SD,
+    /// its Namespace or its Service changes).
+    pub service_problems: Vec<Problem>,
 }
 
 /// A pod that declares the `waymark.dev/registered` readiness gate.
@@ -289,31 +295,108 @@ pub fn plan(
         custom_health,
     };
 
-    let owner_marker = format!(
-        "{cluster_id}/{}/{}",
-        sd.namespace().unwrap_or_default(),
-        sd.name_any()
-    );
-    let mut instances = Vec::new();
-    let mut skipped: BTreeMap<(String, SkippedLabelReason), String> = BTreeMap::new();
-    let mut next_deadline: Option<EpochMillis> = None;
-    let mut port_problems = BTreeSet::new();
-    let mut gated = Vec::new();
-    let drain_ms = i64::from(sd.spec.drain_seconds) * 1000;
-    let empty = BTreeMap::new();
-    let pods = cluster
-        .pods
-        .get(&sd.namespace().unwrap_or_default())
-        .unwrap_or(&empty);
-    for pod in pods.values().filter(|p| selector.matches(&p.labels)) {
-        if pod.finished || (pod.ipv4.is_none() && pod.ipv6.is_none()) {
-            continue;
+    let ctx = PodContext::new(sd, cluster, cluster_id);
+    let ns = sd.namespace().unwrap_or_default();
+    let mut pods = BTreeMap::new();
+    if let Some(all) = cluster.pods.get(&ns) {
+        for pod in all.values().filter(|p| selector.matches(&p.labels)) {
+            pods.insert(pod.name.clone(), ctx.plan_pod(pod, now));
         }
+    }
+    let mut instances: Vec<DesiredInstance> = pods
+        .values()
+        .filter_map(|p| match p {
+            PodPlan::Instance { instance, .. } => Some(instance.clone()),
+            _ => None,
+        })
+        .collect();
+    for st in &sd.spec.instances {
+        let mut attrs: Attributes = sd.spec.attributes.clone();
+        attrs.extend(st.attributes.clone());
+        attrs.insert(WAYMARK_MANAGED_BY.into(), ctx.owner_marker.clone());
+        instances.push(DesiredInstance {
+            id: st.id.clone(),
+            attributes: attrs,
+            health: HealthStatus::Healthy,
+        });
+    }
+    let summary = summarize(pods.values());
+    let service_problems = problems.clone();
+    problems.extend(summary.problems);
+    let gated = pods
+        .values()
+        .filter_map(|p| match p {
+            PodPlan::Instance { gate: Some(g), .. } => Some(g.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok(Plan {
+        service,
+        instances,
+        skipped_labels: summary.skipped_labels,
+        problems,
+        next_deadline: summary.next_deadline,
+        gated,
+        pods,
+        service_problems,
+    })
+}
+
+/// What one pod contributes to its ServiceDiscovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodPlan {
+    /// Not registered: finished, without an IP yet, or drained.
+    Skip,
+    /// Not registered because spec.port cannot be resolved for it.
+    PortProblem(String),
+    /// Registered.
+    Instance {
+        /// The instance.
+        instance: DesiredInstance,
+        /// Labels that could not become attributes: (label, reason) → message.
+        skipped: Vec<((String, SkippedLabelReason), String)>,
+        /// The readiness gate, when the pod declares it.
+        gate: Option<GatedPod>,
+        /// When a draining pod is to be deregistered.
+        deadline: Option<EpochMillis>,
+    },
+}
+
+/// Everything a pod's plan depends on besides the pod itself, computed once
+/// per ServiceDiscovery.
+pub struct PodContext<'a> {
+    sd: &'a ServiceDiscovery,
+    cluster: &'a Cluster,
+    owner_marker: String,
+    drain_ms: i64,
+}
+
+impl<'a> PodContext<'a> {
+    /// The context for the pods of `sd`.
+    pub fn new(sd: &'a ServiceDiscovery, cluster: &'a Cluster, cluster_id: &str) -> Self {
+        Self {
+            sd,
+            cluster,
+            owner_marker: format!(
+                "{cluster_id}/{}/{}",
+                sd.namespace().unwrap_or_default(),
+                sd.name_any()
+            ),
+            drain_ms: i64::from(sd.spec.drain_seconds) * 1000,
+        }
+    }
+
+    /// Plans one pod the SD selects.
+    pub fn plan_pod(&self, pod: &PodInfo, now: EpochMillis) -> PodPlan {
+        let (sd, cluster) = (self.sd, self.cluster);
+        if pod.finished || (pod.ipv4.is_none() && pod.ipv6.is_none()) {
+            return PodPlan::Skip;
+        }
+        let mut deadline = None;
         let health = match pod.deletion_requested {
-            Some(at) if now >= at + drain_ms => continue,
+            Some(at) if now >= at + self.drain_ms => return PodPlan::Skip,
             Some(at) => {
-                let end = at + drain_ms;
-                next_deadline = Some(next_deadline.map_or(end, |d| d.min(end)));
+                deadline = Some(at + self.drain_ms);
                 HealthStatus::Unhealthy
             }
             // A pod with the registration gate cannot be Ready before it is
@@ -324,10 +407,7 @@ pub fn plan(
         };
         let port = match resolve_port(sd, cluster, pod) {
             Ok(p) => p,
-            Err(e) => {
-                port_problems.insert(format!("{}: {e}", pod.name));
-                continue;
-            }
+            Err(e) => return PodPlan::PortProblem(format!("{}: {e}", pod.name)),
         };
         let mut attrs = Attributes::new();
         if let Some(ip) = &pod.ipv4 {
@@ -352,36 +432,69 @@ pub fn plan(
                 }
             }
         }
-        attrs.insert(WAYMARK_MANAGED_BY.into(), owner_marker.clone());
+        attrs.insert(WAYMARK_MANAGED_BY.into(), self.owner_marker.clone());
         for (k, v) in &sd.spec.attributes {
             if !attrs.contains_key(k) {
                 attrs.insert(k.clone(), v.clone());
             }
         }
+        let mut skipped = BTreeMap::new();
         add_labels(sd, pod, &mut attrs, &mut skipped);
-        if pod.has_registered_gate {
-            gated.push(GatedPod {
+        let id = instance_id_for(&pod.name);
+        PodPlan::Instance {
+            gate: pod.has_registered_gate.then(|| GatedPod {
                 pod: pod.name.clone(),
-                instance_id: instance_id_for(&pod.name),
+                instance_id: id.clone(),
                 current: pod.registered_condition,
-            });
+            }),
+            instance: DesiredInstance {
+                id,
+                attributes: attrs,
+                health,
+            },
+            skipped: skipped.into_iter().collect(),
+            deadline,
         }
-        instances.push(DesiredInstance {
-            id: instance_id_for(&pod.name),
-            attributes: attrs,
-            health,
-        });
     }
-    for st in &sd.spec.instances {
-        let mut attrs: Attributes = sd.spec.attributes.clone();
-        attrs.extend(st.attributes.clone());
-        attrs.insert(WAYMARK_MANAGED_BY.into(), owner_marker.clone());
-        instances.push(DesiredInstance {
-            id: st.id.clone(),
-            attributes: attrs,
-            health: HealthStatus::Healthy,
-        });
+}
+
+/// What the pods of an SD add up to for its status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSummary {
+    /// PortNotFound and LabelsSkipped problems.
+    pub problems: Vec<Problem>,
+    /// Labels that could not become attributes.
+    pub skipped_labels: Vec<SkippedLabel>,
+    /// The earliest drain deadline.
+    pub next_deadline: Option<EpochMillis>,
+}
+
+/// Adds up the per-pod plans of an SD.
+pub fn summarize<'a>(pods: impl Iterator<Item = &'a PodPlan>) -> PodSummary {
+    let mut port_problems = BTreeSet::new();
+    let mut skipped: BTreeMap<(String, SkippedLabelReason), String> = BTreeMap::new();
+    let mut next_deadline: Option<EpochMillis> = None;
+    for p in pods {
+        match p {
+            PodPlan::Skip => {}
+            PodPlan::PortProblem(m) => {
+                port_problems.insert(m.as_str());
+            }
+            PodPlan::Instance {
+                skipped: s,
+                deadline,
+                ..
+            } => {
+                for (k, m) in s {
+                    skipped.entry(k.clone()).or_insert_with(|| m.clone());
+                }
+                if let Some(end) = deadline {
+                    next_deadline = Some(next_deadline.map_or(*end, |d| d.min(*end)));
+                }
+            }
+        }
     }
+    let mut problems = Vec::new();
     if !port_problems.is_empty() {
         let n = port_problems.len();
         let sample: Vec<_> = port_problems.into_iter().take(3).collect();
@@ -415,14 +528,11 @@ pub fn plan(
             ),
         });
     }
-    Ok(Plan {
-        service,
-        instances,
-        skipped_labels,
+    PodSummary {
         problems,
+        skipped_labels,
         next_deadline,
-        gated,
-    })
+    }
 }
 
 /// Copies the chosen labels into `attrs`, recording each label that cannot

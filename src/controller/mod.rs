@@ -397,6 +397,60 @@ struct Controller {
     metrics: Metrics,
     // When the oldest unreconciled pod change of each dirty SD arrived.
     pending_since: HashMap<Key, std::time::Instant>,
+    // Pods that changed since the last pass, by the SDs selecting them: with
+    // a cached plan these are applied one pod at a time.
+    dirty_pods: HashMap<Key, BTreeSet<String>>,
+    // The last full plan of each synced SD, kept up to date pod by pod.
+    sd_cache: HashMap<Key, SdCache>,
+    // When each SD's status was last written, and deferred status refreshes:
+    // counts alone are written at most once per STATUS_INTERVAL_MS.
+    status_sent_at: HashMap<Key, i64>,
+    status_due: BTreeMap<i64, BTreeSet<Key>>,
+}
+
+/// Counts-only status changes of one ServiceDiscovery are written at most
+/// this often, so a rollout of a thousand pods is a handful of status
+/// patches rather than thousands; condition changes go out at once.
+const STATUS_INTERVAL_MS: i64 = 1000;
+
+/// What the last full reconcile of a ServiceDiscovery found, so pod changes
+/// can be applied one pod at a time without planning every pod again.
+struct SdCache {
+    service_id: String,
+    object: String,
+    dns_name: Option<String>,
+    service_problems: Vec<desired::Problem>,
+    pods: BTreeMap<String, desired::PodPlan>,
+}
+
+/// A status without its instance counts, to tell counts-only changes apart.
+fn without_counts(status: &serde_json::Value) -> serde_json::Value {
+    let mut v = status.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("instances");
+    }
+    v
+}
+
+/// The instance counts reported in a ServiceDiscovery's status.
+fn instance_counts(index: &registry::index::Index, service_id: &str) -> Option<InstanceCounts> {
+    index.service(service_id).map(|e| {
+        let healthy = e
+            .instances
+            .values()
+            .filter(|i| {
+                matches!(
+                    e.reported_health(i),
+                    HealthStatus::Healthy | HealthStatus::Unknown
+                )
+            })
+            .count() as u32;
+        InstanceCounts {
+            total: e.instances.len() as u32,
+            healthy,
+            unhealthy: e.instances.len() as u32 - healthy,
+        }
+    })
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -521,12 +575,22 @@ pub async fn run(
         writes: wtx,
         metrics,
         pending_since: HashMap::new(),
+        dirty_pods: HashMap::new(),
+        sd_cache: HashMap::new(),
+        status_sent_at: HashMap::new(),
+        status_due: BTreeMap::new(),
     };
     let mut resync = tokio::time::interval(config.resync);
     resync.tick().await;
     tokio::pin!(shutdown);
     let result = loop {
-        let next_deadline = ctl.deadlines.keys().next().copied();
+        let next_deadline = [
+            ctl.deadlines.keys().next().copied(),
+            ctl.status_due.keys().next().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep = async {
             match next_deadline {
                 Some(at) => {
@@ -552,6 +616,12 @@ pub async fn run(
                 for k in due {
                     if let Some(keys) = ctl.deadlines.remove(&k) {
                         ctl.dirty_sds.extend(keys);
+                    }
+                }
+                let due: Vec<i64> = ctl.status_due.range(..=now).map(|(k, _)| *k).collect();
+                for k in due {
+                    for key in ctl.status_due.remove(&k).unwrap_or_default() {
+                        ctl.dirty_pods.entry(key).or_default();
                     }
                 }
             }
@@ -665,10 +735,10 @@ impl Controller {
             dirty.extend(self.cluster.discoveries_selecting(&key.0, &info.labels));
         }
         let now = std::time::Instant::now();
-        for k in &dirty {
+        for k in dirty {
             self.pending_since.entry(k.clone()).or_insert(now);
+            self.dirty_pods.entry(k).or_default().insert(key.1.clone());
         }
-        self.dirty_sds.extend(dirty);
     }
 
     fn on_pod(&mut self, scope: &Scope, ev: Event<Pod>) {
@@ -805,6 +875,8 @@ impl Controller {
             (Some(_), None) => {
                 self.deleted_sds.push(key.clone());
                 self.sent_sd_status.remove(&key);
+                self.sd_cache.remove(&key);
+                self.status_sent_at.remove(&key);
             }
             (None, None) => {}
         }
@@ -916,8 +988,10 @@ impl Controller {
             self.reconcile_automatic(&key);
         }
         for key in std::mem::take(&mut self.dirty_sds) {
+            self.dirty_pods.remove(&key);
             self.reconcile_sd(&key);
         }
+        self.reconcile_pods();
         if !self.gc_done {
             self.collect_garbage();
             self.gc_done = true;
@@ -1088,12 +1162,36 @@ impl Controller {
             .start_timer();
         let object = owner_object(&sd);
         let now = registry::now_millis();
+        self.sd_cache.remove(key);
         let outcome = match desired::plan(&sd, &self.cluster, &self.cluster_id, now) {
-            Ok(plan) => {
+            Ok(mut plan) => {
                 if let Some(at) = plan.next_deadline {
                     self.deadlines.entry(at).or_default().insert(key.clone());
                 }
-                self.apply_plan(&sd, &object, plan)
+                let pods = std::mem::take(&mut plan.pods);
+                let service_problems = std::mem::take(&mut plan.service_problems);
+                let outcome = self.apply_plan(&sd, &object, plan);
+                // Only a clean sync is a base for pod-by-pod updates; after a
+                // failure or rejected instances every change plans in full.
+                if let Some(service_id) = &outcome.service_id
+                    && outcome.failure.is_none()
+                    && !outcome
+                        .problems
+                        .iter()
+                        .any(|p| p.reason == "InstancesRejected")
+                {
+                    self.sd_cache.insert(
+                        key.clone(),
+                        SdCache {
+                            service_id: service_id.clone(),
+                            object: object.clone(),
+                            dns_name: outcome.dns_name.clone(),
+                            service_problems,
+                            pods,
+                        },
+                    );
+                }
+                outcome
             }
             Err(e) => {
                 // Without a valid target nothing may stay registered for it.
@@ -1117,6 +1215,160 @@ impl Controller {
                 .observe(since.elapsed().as_secs_f64());
         }
         self.write_sd_status(key, &sd, outcome);
+    }
+
+    /// Applies the pod changes of SDs with a cached plan one pod at a time,
+    /// all in one registry commit; SDs without a usable cache are planned in
+    /// full on the next pass.
+    fn reconcile_pods(&mut self) {
+        let work = std::mem::take(&mut self.dirty_pods);
+        if work.is_empty() {
+            return;
+        }
+        let timer = self
+            .metrics
+            .duration
+            .with_label_values(&["Pods"])
+            .start_timer();
+        let now = registry::now_millis();
+        let mut batch = Vec::new();
+        let mut done = Vec::new();
+        for (key, names) in work {
+            let (Some(sd), Some(cache)) = (
+                self.cluster.discoveries.get(&key),
+                self.sd_cache.get_mut(&key),
+            ) else {
+                self.dirty_sds.insert(key);
+                continue;
+            };
+            let Ok(selector) = self.cluster.selector_of(sd) else {
+                self.dirty_sds.insert(key);
+                continue;
+            };
+            let ctx = desired::PodContext::new(sd, &self.cluster, &self.cluster_id);
+            let pods = self.cluster.pods.get(&key.0);
+            let mut upserts = Vec::new();
+            let mut removals = Vec::new();
+            let mut gates = Vec::new();
+            for name in &names {
+                let plan = pods
+                    .and_then(|m| m.get(name))
+                    .filter(|p| selector.matches(&p.labels))
+                    .map(|p| ctx.plan_pod(p, now));
+                let old = match plan {
+                    Some(p) => cache.pods.insert(name.clone(), p),
+                    None => cache.pods.remove(name),
+                };
+                match cache.pods.get(name) {
+                    Some(desired::PodPlan::Instance {
+                        instance,
+                        gate,
+                        deadline,
+                        ..
+                    }) => {
+                        if old.as_ref() != cache.pods.get(name) {
+                            upserts.push(instance.clone());
+                        }
+                        if let Some(at) = deadline {
+                            self.deadlines.entry(*at).or_default().insert(key.clone());
+                        }
+                        gates.extend(gate.clone());
+                    }
+                    _ => {
+                        if let Some(desired::PodPlan::Instance { instance, .. }) = old {
+                            removals.push(instance.id);
+                        }
+                    }
+                }
+            }
+            if !upserts.is_empty() || !removals.is_empty() {
+                batch.push(registry::PartialSync {
+                    service_id: cache.service_id.clone(),
+                    owner: Owner::Controller {
+                        cluster: self.cluster_id.clone(),
+                        object: cache.object.clone(),
+                    },
+                    upserts,
+                    removals,
+                });
+            }
+            done.push((key, gates));
+        }
+        let mut failed = BTreeSet::new();
+        if !batch.is_empty() {
+            let ids: Vec<String> = batch.iter().map(|p| p.service_id.clone()).collect();
+            match self.registry.sync_partial(batch) {
+                Ok(results) => {
+                    for (id, r) in ids.into_iter().zip(results) {
+                        match r {
+                            Ok(o) if o.rejected.is_empty() => {}
+                            Ok(_) => {
+                                failed.insert(id);
+                            }
+                            Err(e) => {
+                                warn!(service = %id, error = %e, "pod sync failed; planning in full");
+                                failed.insert(id);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "registry write failed; planning in full");
+                    failed.extend(ids);
+                }
+            }
+        }
+        timer.observe_duration();
+        for (key, gates) in done {
+            let Some(cache) = self.sd_cache.get(&key) else {
+                continue;
+            };
+            if failed.contains(&cache.service_id) {
+                // The full pass reports what was rejected and why.
+                self.sd_cache.remove(&key);
+                self.dirty_sds.insert(key);
+                continue;
+            }
+            self.metrics
+                .reconciles
+                .with_label_values(&["Pods", "ok"])
+                .inc();
+            if let Some(since) = self.pending_since.remove(&key) {
+                self.metrics
+                    .event_to_registry
+                    .observe(since.elapsed().as_secs_f64());
+            }
+            let index = self.registry.read();
+            if let Some(entry) = index.service(&cache.service_id) {
+                for g in gates {
+                    let registered = entry
+                        .instances
+                        .get(&g.instance_id)
+                        .is_some_and(|i| entry.reported_health(i) == HealthStatus::Healthy);
+                    if g.current != Some(registered) {
+                        let _ = self.writes.try_send(Write::PodGate {
+                            key: (key.0.clone(), g.pod.clone()),
+                            status: registered,
+                        });
+                    }
+                }
+            }
+            let summary = desired::summarize(cache.pods.values());
+            let mut problems = cache.service_problems.clone();
+            problems.extend(summary.problems);
+            let outcome = SdOutcome {
+                service_id: Some(cache.service_id.clone()),
+                dns_name: cache.dns_name.clone(),
+                counts: instance_counts(&index, &cache.service_id),
+                failure: None,
+                problems,
+                skipped_labels: summary.skipped_labels,
+            };
+            drop(index);
+            if let Some(sd) = self.cluster.discoveries.get(&key).cloned() {
+                self.write_sd_status(&key, &sd, outcome);
+            }
+        }
     }
 
     fn apply_plan(&self, sd: &ServiceDiscovery, object: &str, plan: Plan) -> SdOutcome {
@@ -1249,23 +1501,7 @@ impl Controller {
                 }
             }
         }
-        let counts = index.service(&service_id).map(|e| {
-            let healthy = e
-                .instances
-                .values()
-                .filter(|i| {
-                    matches!(
-                        e.reported_health(i),
-                        HealthStatus::Healthy | HealthStatus::Unknown
-                    )
-                })
-                .count() as u32;
-            InstanceCounts {
-                total: e.instances.len() as u32,
-                healthy,
-                unhealthy: e.instances.len() as u32 - healthy,
-            }
-        });
+        let counts = instance_counts(&index, &service_id);
         SdOutcome {
             service_id: Some(service_id),
             dns_name: (ns_kind != NamespaceType::Http)
@@ -1346,9 +1582,24 @@ impl Controller {
             skipped_labels: outcome.skipped_labels,
         };
         let mut value = serde_json::to_value(&status).unwrap_or_default();
-        if self.sent_sd_status.get(key) == Some(&value) {
+        let sent = self.sent_sd_status.get(key);
+        if sent == Some(&value) {
             return;
         }
+        // Counts alone wait for the status interval; the deferred refresh
+        // writes whatever they are by then.
+        let now = registry::now_millis();
+        if let (Some(sent), Some(at)) = (sent, self.status_sent_at.get(key))
+            && now < at + STATUS_INTERVAL_MS
+            && without_counts(sent) == without_counts(&value)
+        {
+            self.status_due
+                .entry(at + STATUS_INTERVAL_MS)
+                .or_default()
+                .insert(key.clone());
+            return;
+        }
+        self.status_sent_at.insert(key.clone(), now);
         let was_failing = sd
             .status
             .as_ref()

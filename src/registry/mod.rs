@@ -327,6 +327,27 @@ pub struct HealthFlip {
     pub to: HealthStatus,
 }
 
+/// Which controller-owned instances a sync removes.
+enum Removals {
+    /// Every one not desired (a full sync).
+    AllOthers,
+    /// Only these ids (a partial sync).
+    Only(Vec<String>),
+}
+
+/// One service's share of [`Registry::sync_partial`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialSync {
+    /// Service id.
+    pub service_id: String,
+    /// The controller that owns the instances.
+    pub owner: Owner,
+    /// Instances to register or update.
+    pub upserts: Vec<DesiredInstance>,
+    /// Instance ids to deregister (ignored when not owned by `owner`).
+    pub removals: Vec<String>,
+}
+
 /// What [`Registry::sync_instances`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncOutcome {
@@ -1184,6 +1205,57 @@ impl Registry {
     ) -> Result<SyncOutcome> {
         let _w = self.lock_writer();
         let index = self.read();
+        let mut changes = Vec::new();
+        let outcome = self.plan_sync(
+            &index,
+            &mut changes,
+            service_id,
+            desired,
+            Removals::AllOthers,
+            actor,
+        )?;
+        drop(index);
+        self.commit(changes)?;
+        Ok(outcome)
+    }
+
+    /// Applies several partial syncs — each only upserting and removing the
+    /// instances it names — in one commit (one fsync), for a controller that
+    /// follows individual pod changes. A sync whose service is gone fails on
+    /// its own without holding back the others.
+    pub fn sync_partial(&self, batch: Vec<PartialSync>) -> Result<Vec<Result<SyncOutcome>>> {
+        let _w = self.lock_writer();
+        let index = self.read();
+        let mut changes = Vec::new();
+        let mut results = Vec::with_capacity(batch.len());
+        for p in batch {
+            // Each sync sees the index before the batch; syncs of one batch
+            // must therefore name distinct services.
+            results.push(self.plan_sync(
+                &index,
+                &mut changes,
+                &p.service_id,
+                p.upserts,
+                Removals::Only(p.removals),
+                &p.owner,
+            ));
+        }
+        drop(index);
+        self.commit(changes)?;
+        Ok(results)
+    }
+
+    /// The changes that bring a service's controller-owned instances to
+    /// `desired` (see [`Registry::sync_instances`]).
+    fn plan_sync(
+        &self,
+        index: &Index,
+        changes: &mut Vec<Change>,
+        service_id: &str,
+        desired: Vec<DesiredInstance>,
+        removals: Removals,
+        actor: &Owner,
+    ) -> Result<SyncOutcome> {
         let entry = index
             .service(service_id)
             .ok_or_else(|| Error::ServiceNotFound(service_id.to_string()))?;
@@ -1193,7 +1265,6 @@ impl Registry {
         let mine = |owner: &Owner| check_owner(String::new, owner, actor).is_ok();
         let now = now_millis();
         let mut outcome = SyncOutcome::default();
-        let mut changes = Vec::new();
         let mut keep = std::collections::HashSet::new();
         let mut count = entry.instances.len();
         for d in desired {
@@ -1203,9 +1274,14 @@ impl Registry {
                     .push((d.id, "duplicate instance id".into()));
                 continue;
             }
-            if let Err(e) = instance_id(&d.id).and_then(|()| {
-                instance_attributes_for_service(&d.attributes, &entry.service, ns_type)
-            }) {
+            let existing = entry.instances.get(&d.id);
+            // An unchanged instance needs no validation: it passed when stored.
+            let same_attrs = existing.is_some_and(|o| o.attributes == d.attributes);
+            if !same_attrs
+                && let Err(e) = instance_id(&d.id).and_then(|()| {
+                    instance_attributes_for_service(&d.attributes, &entry.service, ns_type)
+                })
+            {
                 outcome.rejected.push((d.id, e.to_string()));
                 continue;
             }
@@ -1222,11 +1298,9 @@ impl Registry {
             };
             let health = match entry.service.health_check_custom_config {
                 Some(_) => d.health,
-                None => entry
-                    .service
-                    .combined_health(reported, probe(entry.instances.get(&d.id))),
+                None => entry.service.combined_health(reported, probe(existing)),
             };
-            match entry.instances.get(&d.id) {
+            match existing {
                 Some(old) if !mine(&old.owner) => {
                     outcome.rejected.push((
                         d.id,
@@ -1234,13 +1308,12 @@ impl Registry {
                     ));
                 }
                 Some(old) => {
-                    let attrs_changed = old.attributes != d.attributes;
-                    if attrs_changed
+                    if !same_attrs
                         || old.health != health
                         || old.reported != reported
                         || old.owner != *actor
                     {
-                        if attrs_changed {
+                        if !same_attrs {
                             outcome.updated += 1;
                         } else if old.health != health {
                             outcome.health_changed += 1;
@@ -1251,7 +1324,7 @@ impl Registry {
                             reported,
                             probe: probe(Some(old)),
                             owner: actor.clone(),
-                            update_date: if attrs_changed { now } else { old.update_date },
+                            update_date: if same_attrs { old.update_date } else { now },
                             ..old.clone()
                         }));
                     }
@@ -1284,13 +1357,28 @@ impl Registry {
                 }
             }
         }
-        for (id, inst) in &entry.instances {
-            if mine(&inst.owner) && !keep.contains(id) {
-                outcome.deregistered += 1;
-                changes.push(Change::DeleteInstance {
-                    service_id: service_id.to_string(),
-                    instance_id: id.clone(),
-                });
+        let mut remove = |id: &String| {
+            outcome.deregistered += 1;
+            changes.push(Change::DeleteInstance {
+                service_id: service_id.to_string(),
+                instance_id: id.clone(),
+            });
+        };
+        match removals {
+            Removals::AllOthers => {
+                for (id, inst) in &entry.instances {
+                    if mine(&inst.owner) && !keep.contains(id) {
+                        remove(id);
+                    }
+                }
+            }
+            Removals::Only(ids) => {
+                for id in &ids {
+                    if !keep.contains(id) && entry.instances.get(id).is_some_and(|i| mine(&i.owner))
+                    {
+                        remove(id);
+                    }
+                }
             }
         }
         let bump = (outcome.registered + outcome.updated + outcome.deregistered) as u64;
@@ -1299,8 +1387,6 @@ impl Registry {
             svc.revision += bump;
             changes.push(Change::PutService(svc));
         }
-        drop(index);
-        self.commit(changes)?;
         Ok(outcome)
     }
 

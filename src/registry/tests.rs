@@ -799,3 +799,71 @@ fn pod_readiness_and_the_active_check_must_both_pass() {
         .unwrap();
     assert_eq!(health_of(&reg, &svc.id, "pod-a"), HealthStatus::Healthy);
 }
+
+#[test]
+fn partial_syncs_touch_only_what_they_name_in_one_commit() {
+    let reg = Registry::in_memory();
+    let ns = create_ns(&reg, "partial.local", NamespaceType::DnsPrivate);
+    let a = create_svc(&reg, &ns, "a", a_records(), true);
+    let b = create_svc(&reg, &ns, "b", a_records(), true);
+    let owner = controller("ServiceDiscovery t/a");
+    let inst = |id: &str, ip: &str, health| DesiredInstance {
+        id: id.into(),
+        attributes: attrs(&[("AWS_INSTANCE_IPV4", ip)]),
+        health,
+    };
+    reg.sync_instances(
+        &a.id,
+        vec![
+            inst("p1", "10.0.0.1", HealthStatus::Healthy),
+            inst("p2", "10.0.0.2", HealthStatus::Healthy),
+        ],
+        &owner,
+    )
+    .unwrap();
+    register(
+        &reg,
+        &a.id,
+        "api-1",
+        &[("AWS_INSTANCE_IPV4", "10.9.9.9")],
+        Owner::Api,
+    )
+    .unwrap();
+    let generation = reg.generation();
+    let results = reg
+        .sync_partial(vec![
+            PartialSync {
+                service_id: a.id.clone(),
+                owner: owner.clone(),
+                upserts: vec![inst("p3", "10.0.0.3", HealthStatus::Unhealthy)],
+                // api-1 is not ours and stays; p1 goes; p2 is not named and stays.
+                removals: vec!["p1".into(), "api-1".into()],
+            },
+            PartialSync {
+                service_id: b.id.clone(),
+                owner: controller("ServiceDiscovery t/b"),
+                upserts: vec![inst("bad id!", "10.0.0.4", HealthStatus::Healthy)],
+                removals: vec![],
+            },
+            PartialSync {
+                service_id: "srv-doesnotexist00000".into(),
+                owner: owner.clone(),
+                upserts: vec![],
+                removals: vec![],
+            },
+        ])
+        .unwrap();
+    assert_eq!(reg.generation(), generation + 1, "one commit for the batch");
+    let first = results[0].as_ref().unwrap();
+    assert_eq!((first.registered, first.deregistered), (1, 1));
+    assert_eq!(results[1].as_ref().unwrap().rejected.len(), 1);
+    assert!(matches!(results[2], Err(Error::ServiceNotFound(_))));
+    let index = reg.read();
+    let ids: Vec<&String> = index.service(&a.id).unwrap().instances.keys().collect();
+    assert_eq!(ids, ["api-1", "p2", "p3"]);
+    assert_eq!(
+        index.service(&a.id).unwrap().instances["p3"].health,
+        HealthStatus::Unhealthy
+    );
+    assert!(index.service(&b.id).unwrap().instances.is_empty());
+}
