@@ -80,9 +80,9 @@ pub struct Plan {
     pub next_deadline: Option<EpochMillis>,
     /// Pods that declare the `waymark.dev/registered` readiness gate.
     pub gated: Vec<GatedPod>,
-    /// The plan of each selected pod, by pod name, so later pod changes can
-    /// be applied one pod at a time.
-    pub pods: BTreeMap<String, PodPlan>,
+    /// What each selected pod contributed, by pod name, so later pod
+    /// changes can be applied one pod at a time.
+    pub pods: BTreeMap<String, PodState>,
     /// The problems that do not come from pods (they hold until the SD,
     /// its Namespace or its Service changes).
     pub service_problems: Vec<Problem>,
@@ -298,18 +298,16 @@ pub fn plan(
     let ctx = PodContext::new(sd, cluster, cluster_id);
     let ns = sd.namespace().unwrap_or_default();
     let mut pods = BTreeMap::new();
+    let mut instances = Vec::new();
     if let Some(all) = cluster.pods.get(&ns) {
         for pod in all.values().filter(|p| selector.matches(&p.labels)) {
-            pods.insert(pod.name.clone(), ctx.plan_pod(pod, now));
+            let plan = ctx.plan_pod(pod, now);
+            pods.insert(pod.name.clone(), plan.state());
+            if let PodPlan::Instance { instance, .. } = plan {
+                instances.push(instance);
+            }
         }
     }
-    let mut instances: Vec<DesiredInstance> = pods
-        .values()
-        .filter_map(|p| match p {
-            PodPlan::Instance { instance, .. } => Some(instance.clone()),
-            _ => None,
-        })
-        .collect();
     for st in &sd.spec.instances {
         let mut attrs: Attributes = sd.spec.attributes.clone();
         attrs.extend(st.attributes.clone());
@@ -326,7 +324,7 @@ pub fn plan(
     let gated = pods
         .values()
         .filter_map(|p| match p {
-            PodPlan::Instance { gate: Some(g), .. } => Some(g.clone()),
+            PodState::Instance { gate: Some(g), .. } => Some(GatedPod::clone(g)),
             _ => None,
         })
         .collect();
@@ -356,7 +354,59 @@ pub enum PodPlan {
         /// Labels that could not become attributes: (label, reason) → message.
         skipped: Vec<((String, SkippedLabelReason), String)>,
         /// The readiness gate, when the pod declares it.
-        gate: Option<GatedPod>,
+        gate: Option<Box<GatedPod>>,
+        /// When a draining pod is to be deregistered.
+        deadline: Option<EpochMillis>,
+    },
+}
+
+impl PodPlan {
+    /// What is kept of the plan between passes: the instance reduced to its
+    /// id and a digest, which is all a later pass needs to tell whether the
+    /// pod's instance changed (and far smaller than its attributes).
+    pub fn state(&self) -> PodState {
+        match self {
+            Self::Skip => PodState::Skip,
+            Self::PortProblem(m) => PodState::PortProblem(m.clone()),
+            Self::Instance {
+                instance,
+                skipped,
+                gate,
+                deadline,
+            } => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                instance.attributes.hash(&mut h);
+                instance.health.hash(&mut h);
+                PodState::Instance {
+                    id: instance.id.clone(),
+                    digest: h.finish(),
+                    skipped: skipped.clone(),
+                    gate: gate.clone(),
+                    deadline: *deadline,
+                }
+            }
+        }
+    }
+}
+
+/// What a pod contributed to its SD at the last pass (see [`PodPlan::state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodState {
+    /// Not registered.
+    Skip,
+    /// Not registered because spec.port cannot be resolved for it.
+    PortProblem(String),
+    /// Registered.
+    Instance {
+        /// Instance id.
+        id: String,
+        /// Digest of the instance's attributes and health.
+        digest: u64,
+        /// Labels that could not become attributes: (label, reason) → message.
+        skipped: Vec<((String, SkippedLabelReason), String)>,
+        /// The readiness gate, when the pod declares it.
+        gate: Option<Box<GatedPod>>,
         /// When a draining pod is to be deregistered.
         deadline: Option<EpochMillis>,
     },
@@ -442,10 +492,12 @@ impl<'a> PodContext<'a> {
         add_labels(sd, pod, &mut attrs, &mut skipped);
         let id = instance_id_for(&pod.name);
         PodPlan::Instance {
-            gate: pod.has_registered_gate.then(|| GatedPod {
-                pod: pod.name.clone(),
-                instance_id: id.clone(),
-                current: pod.registered_condition,
+            gate: pod.has_registered_gate.then(|| {
+                Box::new(GatedPod {
+                    pod: pod.name.clone(),
+                    instance_id: id.clone(),
+                    current: pod.registered_condition,
+                })
             }),
             instance: DesiredInstance {
                 id,
@@ -470,17 +522,17 @@ pub struct PodSummary {
 }
 
 /// Adds up the per-pod plans of an SD.
-pub fn summarize<'a>(pods: impl Iterator<Item = &'a PodPlan>) -> PodSummary {
+pub fn summarize<'a>(pods: impl Iterator<Item = &'a PodState>) -> PodSummary {
     let mut port_problems = BTreeSet::new();
     let mut skipped: BTreeMap<(String, SkippedLabelReason), String> = BTreeMap::new();
     let mut next_deadline: Option<EpochMillis> = None;
     for p in pods {
         match p {
-            PodPlan::Skip => {}
-            PodPlan::PortProblem(m) => {
+            PodState::Skip => {}
+            PodState::PortProblem(m) => {
                 port_problems.insert(m.as_str());
             }
-            PodPlan::Instance {
+            PodState::Instance {
                 skipped: s,
                 deadline,
                 ..

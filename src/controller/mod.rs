@@ -420,7 +420,7 @@ struct SdCache {
     object: String,
     dns_name: Option<String>,
     service_problems: Vec<desired::Problem>,
-    pods: BTreeMap<String, desired::PodPlan>,
+    pods: BTreeMap<String, desired::PodState>,
 }
 
 /// A status without its instance counts, to tell counts-only changes apart.
@@ -1255,11 +1255,15 @@ impl Controller {
                     .and_then(|m| m.get(name))
                     .filter(|p| selector.matches(&p.labels))
                     .map(|p| ctx.plan_pod(p, now));
-                let old = match plan {
-                    Some(p) => cache.pods.insert(name.clone(), p),
+                let old = match &plan {
+                    Some(p) => cache.pods.insert(name.clone(), p.state()),
                     None => cache.pods.remove(name),
                 };
-                match cache.pods.get(name) {
+                let old_id = match &old {
+                    Some(desired::PodState::Instance { id, .. }) => Some(id.as_str()),
+                    _ => None,
+                };
+                match plan {
                     Some(desired::PodPlan::Instance {
                         instance,
                         gate,
@@ -1267,18 +1271,17 @@ impl Controller {
                         ..
                     }) => {
                         if old.as_ref() != cache.pods.get(name) {
-                            upserts.push(instance.clone());
+                            if old_id.is_some_and(|o| o != instance.id) {
+                                removals.extend(old_id.map(str::to_string));
+                            }
+                            upserts.push(instance);
                         }
                         if let Some(at) = deadline {
-                            self.deadlines.entry(*at).or_default().insert(key.clone());
+                            self.deadlines.entry(at).or_default().insert(key.clone());
                         }
-                        gates.extend(gate.clone());
+                        gates.extend(gate);
                     }
-                    _ => {
-                        if let Some(desired::PodPlan::Instance { instance, .. }) = old {
-                            removals.push(instance.id);
-                        }
-                    }
+                    _ => removals.extend(old_id.map(str::to_string)),
                 }
             }
             if !upserts.is_empty() || !removals.is_empty() {
