@@ -315,7 +315,8 @@ pub fn plan(
         instances.push(DesiredInstance {
             id: st.id.clone(),
             attributes: attrs,
-            health: HealthStatus::Healthy,
+            // Custom health leaves static instances to API reports too.
+            health: (!ctx.api_reports_health).then_some(HealthStatus::Healthy),
         });
     }
     let summary = summarize(pods.values());
@@ -419,6 +420,8 @@ pub struct PodContext<'a> {
     cluster: &'a Cluster,
     owner_marker: String,
     drain_ms: i64,
+    // `Custom` health: the Cloud Map API reports health, not readiness.
+    api_reports_health: bool,
 }
 
 impl<'a> PodContext<'a> {
@@ -433,6 +436,11 @@ impl<'a> PodContext<'a> {
                 sd.name_any()
             ),
             drain_ms: i64::from(sd.spec.drain_seconds) * 1000,
+            api_reports_health: sd
+                .spec
+                .health_check
+                .as_ref()
+                .is_some_and(|h| h.type_ == HealthCheckType::Custom),
         }
     }
 
@@ -455,6 +463,9 @@ impl<'a> PodContext<'a> {
             None if !pod.has_registered_gate && pod.ready => HealthStatus::Healthy,
             None => HealthStatus::Unhealthy,
         };
+        // A terminating pod is unhealthy whatever was reported; otherwise
+        // `Custom` health is left to UpdateInstanceCustomHealthStatus.
+        let health = (deadline.is_some() || !self.api_reports_health).then_some(health);
         let port = match resolve_port(sd, cluster, pod) {
             Ok(p) => p,
             Err(e) => return PodPlan::PortProblem(format!("{}: {e}", pod.name)),
@@ -816,7 +827,7 @@ mod tests {
         let ids: Vec<(&str, HealthStatus)> = plan
             .instances
             .iter()
-            .map(|i| (i.id.as_str(), i.health))
+            .map(|i| (i.id.as_str(), i.health.unwrap()))
             .collect();
         assert_eq!(
             ids,
@@ -854,7 +865,7 @@ mod tests {
         p.deletion_requested = Some(1_000_000);
         let c = cluster(NamespaceType::Http, vec![p]);
         let during = plan(&sd, &c, "c1", 1_010_000).unwrap();
-        assert_eq!(during.instances[0].health, HealthStatus::Unhealthy);
+        assert_eq!(during.instances[0].health, Some(HealthStatus::Unhealthy));
         assert_eq!(during.next_deadline, Some(1_030_000));
         let after = plan(&sd, &c, "c1", 1_030_000).unwrap();
         assert!(after.instances.is_empty());

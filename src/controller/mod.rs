@@ -969,6 +969,61 @@ impl Controller {
         }
     }
 
+    /// Active-check health flips of this controller's instances: an Event
+    /// on the ServiceDiscovery (one per SD and direction per batch, naming
+    /// up to five instances) and a status and readiness-gate refresh.
+    fn on_health_flips(&mut self, flips: Vec<registry::HealthFlip>) {
+        let mut by_sd: BTreeMap<(Key, bool), Vec<String>> = BTreeMap::new();
+        for f in flips {
+            let Owner::Controller { cluster, object } = &f.owner else {
+                continue;
+            };
+            let Some((ns, name)) = object
+                .strip_prefix("ServiceDiscovery ")
+                .and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            if *cluster != self.cluster_id {
+                continue;
+            }
+            let key = (ns.to_string(), name.to_string());
+            let pod = self.sd_cache.get(&key).and_then(|c| {
+                c.pods.iter().find_map(|(pod, st)| match st {
+                    desired::PodState::Instance { id, .. } if *id == f.instance_id => {
+                        Some(pod.clone())
+                    }
+                    _ => None,
+                })
+            });
+            let dirty = self.dirty_pods.entry(key.clone()).or_default();
+            dirty.extend(pod);
+            by_sd
+                .entry((key, f.to == HealthStatus::Healthy))
+                .or_default()
+                .push(f.instance_id);
+        }
+        for ((key, healthy), ids) in by_sd {
+            let Some(sd) = self.cluster.discoveries.get(&key) else {
+                continue;
+            };
+            let (type_, reason, state) = if healthy {
+                (EventType::Normal, "InstanceHealthy", "HEALTHY")
+            } else {
+                (EventType::Warning, "InstanceUnhealthy", "UNHEALTHY")
+            };
+            let mut names = ids.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            if ids.len() > 5 {
+                names.push_str(&format!(" and {} more", ids.len() - 5));
+            }
+            let note = format!(
+                "{} instance(s) now {state} by the active health check: {names}",
+                ids.len()
+            );
+            self.event(sd.object_ref(&()), type_, reason, note);
+        }
+    }
+
     // ----- reconciliation ---------------------------------------------------
 
     fn reconcile_dirty(&mut self) {

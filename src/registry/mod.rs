@@ -297,8 +297,10 @@ pub struct DesiredInstance {
     pub id: String,
     /// Attributes.
     pub attributes: Attributes,
-    /// Health to record (ignored when the service has no health check).
-    pub health: HealthStatus,
+    /// Health the controller reports (pod readiness); ignored when the
+    /// service has no health check. `None` leaves the health of a custom
+    /// health service to `UpdateInstanceCustomHealthStatus` calls.
+    pub health: Option<HealthStatus>,
 }
 
 /// An active check's verdict on one instance (see [`Registry::apply_probe_verdicts`]).
@@ -1096,16 +1098,40 @@ impl Registry {
                 "Status must be HEALTHY or UNHEALTHY".into(),
             ));
         }
-        {
-            let index = self.read();
-            let entry = index
-                .service(service_id)
-                .ok_or_else(|| Error::ServiceNotFound(service_id.to_string()))?;
-            if entry.service.health_check_custom_config.is_none() {
-                return Err(Error::CustomHealthNotFound(service_id.to_string()));
-            }
+        let _w = self.lock_writer();
+        let index = self.read();
+        let entry = index
+            .service(service_id)
+            .ok_or_else(|| Error::ServiceNotFound(service_id.to_string()))?;
+        if entry.service.health_check_custom_config.is_none() {
+            return Err(Error::CustomHealthNotFound(service_id.to_string()));
         }
-        self.set_health(service_id, instance_id, status, actor)
+        let inst = entry
+            .instances
+            .get(instance_id)
+            .ok_or_else(|| Error::InstanceNotFound {
+                service_id: service_id.to_string(),
+                instance_id: instance_id.to_string(),
+            })?;
+        // A controller's instance takes reports when the controller does not
+        // report its health itself (a `Custom` ServiceDiscovery).
+        if !(inst.owner.is_controller() && inst.reported.is_none()) {
+            check_owner(
+                || format!("instance {} of service {}", inst.id, entry.service.name),
+                &inst.owner,
+                actor,
+            )?;
+        }
+        if inst.health == status {
+            return Ok(false);
+        }
+        let inst = Instance {
+            health: status,
+            ..inst.clone()
+        };
+        drop(index);
+        self.commit(vec![Change::PutInstance(inst)])?;
+        Ok(true)
     }
 
     /// Records an instance's health (from a probe, pod readiness or a custom
@@ -1286,9 +1312,11 @@ impl Registry {
                 continue;
             }
             // With an active check the pod's readiness is one of two inputs;
-            // with custom health it is the health itself.
+            // with custom health it is the health itself, unless the
+            // controller leaves it to API reports.
             let active = entry.service.health_check_config.is_some();
-            let reported = active.then_some(d.health);
+            let custom = entry.service.health_check_custom_config.is_some();
+            let reported = if active || custom { d.health } else { None };
             let probe = |old: Option<&Instance>| {
                 if active {
                     old.and_then(|o| o.probe)
@@ -1296,9 +1324,10 @@ impl Registry {
                     None
                 }
             };
-            let health = match entry.service.health_check_custom_config {
-                Some(_) => d.health,
-                None => entry.service.combined_health(reported, probe(existing)),
+            let health = match (custom, reported) {
+                (true, Some(h)) => h,
+                (true, None) => existing.map_or(HealthStatus::Healthy, |o| o.health),
+                (false, _) => entry.service.combined_health(reported, probe(existing)),
             };
             match existing {
                 Some(old) if !mine(&old.owner) => {

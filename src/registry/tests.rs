@@ -618,7 +618,7 @@ fn sync_instances_applies_a_controllers_desired_set_atomically() {
     let want = |id: &str, ip: &str, health| DesiredInstance {
         id: id.into(),
         attributes: attrs(&[(AWS_INSTANCE_IPV4, ip)]),
-        health,
+        health: Some(health),
     };
     let out = reg
         .sync_instances(
@@ -630,7 +630,7 @@ fn sync_instances_applies_a_controllers_desired_set_atomically() {
                 DesiredInstance {
                     id: "pod-c".into(),
                     attributes: attrs(&[("no-ip", "x")]),
-                    health: HealthStatus::Healthy,
+                    health: Some(HealthStatus::Healthy),
                 },
             ],
             &me,
@@ -773,7 +773,7 @@ fn pod_readiness_and_the_active_check_must_both_pass() {
                 ("AWS_INSTANCE_IPV4", "10.0.0.2"),
                 ("AWS_INSTANCE_PORT", "8080"),
             ]),
-            health,
+            health: Some(health),
         }]
     };
     reg.sync_instances(&svc.id, want(HealthStatus::Healthy), &owner)
@@ -810,7 +810,7 @@ fn partial_syncs_touch_only_what_they_name_in_one_commit() {
     let inst = |id: &str, ip: &str, health| DesiredInstance {
         id: id.into(),
         attributes: attrs(&[("AWS_INSTANCE_IPV4", ip)]),
-        health,
+        health: Some(health),
     };
     reg.sync_instances(
         &a.id,
@@ -866,4 +866,52 @@ fn partial_syncs_touch_only_what_they_name_in_one_commit() {
         HealthStatus::Unhealthy
     );
     assert!(index.service(&b.id).unwrap().instances.is_empty());
+}
+
+#[test]
+fn custom_health_of_controller_instances_is_reported_through_the_api_only_when_left_to_it() {
+    let reg = Registry::in_memory();
+    let ns = create_ns(&reg, "custom.local", NamespaceType::DnsPrivate);
+    let svc = create_svc(&reg, &ns, "web", a_records(), true);
+    let owner = controller("ServiceDiscovery t/web");
+    let want = |id: &str, health| DesiredInstance {
+        id: id.into(),
+        attributes: attrs(&[("AWS_INSTANCE_IPV4", "10.0.0.7")]),
+        health,
+    };
+    reg.sync_instances(
+        &svc.id,
+        vec![
+            want("ready", Some(HealthStatus::Healthy)),
+            want("custom", None),
+        ],
+        &owner,
+    )
+    .unwrap();
+    // Readiness-driven: the API may not override it.
+    let err = reg
+        .update_custom_health(&svc.id, "ready", HealthStatus::Unhealthy, &Owner::Api)
+        .unwrap_err();
+    assert!(err.to_string().contains("ServiceDiscovery t/web"), "{err}");
+    // Left to reports: new ones start HEALTHY, reports stick across syncs.
+    assert_eq!(health_of(&reg, &svc.id, "custom"), HealthStatus::Healthy);
+    assert!(
+        reg.update_custom_health(&svc.id, "custom", HealthStatus::Unhealthy, &Owner::Api)
+            .unwrap()
+    );
+    reg.sync_instances(
+        &svc.id,
+        vec![
+            want("ready", Some(HealthStatus::Healthy)),
+            want("custom", None),
+        ],
+        &owner,
+    )
+    .unwrap();
+    assert_eq!(health_of(&reg, &svc.id, "custom"), HealthStatus::Unhealthy);
+    // The API still cannot deregister it.
+    assert!(
+        reg.deregister_instance(&svc.id, "custom", &Owner::Api)
+            .is_err()
+    );
 }

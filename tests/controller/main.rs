@@ -884,3 +884,37 @@ fn a_standby_replica_takes_over_status_when_the_leader_dies() {
     let _ = standby.kill();
     let _ = standby.wait();
 }
+
+#[test]
+fn custom_health_is_reported_through_the_api_for_pod_instances() {
+    let w = World::new("ctl-custom", "DnsPrivate");
+    w.discovery(
+        "jobs",
+        "  selector: {matchLabels: {app: jobs}}\n  healthCheck: {type: Custom}",
+    );
+    w.pod("jobs-1", "app: jobs");
+    // Not Ready: with Custom health readiness does not decide.
+    w.pod_status("jobs-1", &["10.23.0.1"], false);
+    w.expect("jobs", &[("jobs-1", "HEALTHY")]);
+    let service_id = w.sd_status("jobs", "{.status.serviceId}");
+    let (status, body) = w.api(
+        "UpdateInstanceCustomHealthStatus",
+        json!({"ServiceId": service_id, "InstanceId": "jobs-1", "Status": "UNHEALTHY"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    w.expect("jobs", &[("jobs-1", "UNHEALTHY")]);
+    eventually("status counts follow the report", || {
+        (w.sd_status("jobs", "{.status.instances.unhealthy}") == "1").then_some(())
+    });
+    // A pod change re-syncs the instance but keeps the reported health.
+    w.pod_status("jobs-1", &["10.23.0.1"], true);
+    w.kubectl(&["label", "pod", "jobs-1", "tier=batch"]);
+    std::thread::sleep(Duration::from_millis(500));
+    w.expect("jobs", &[("jobs-1", "UNHEALTHY")]);
+    // Still, the API cannot deregister the controller's pod.
+    let (status, body) = w.api(
+        "DeregisterInstance",
+        json!({"ServiceId": service_id, "InstanceId": "jobs-1"}),
+    );
+    assert_eq!((status, body["__type"].as_str()), (400, Some("ResourceInUse")));
+}
