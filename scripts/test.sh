@@ -7,6 +7,7 @@
 #
 # Heavy builds are cached outside the repository and reused:
 #   ${WAYMARK_CACHE_DIR:-~/.cache/waymark}/controlplane/  kube-apiserver, etcd, ...
+#   ${WAYMARK_CACHE_DIR:-~/.cache/waymark}/coredns/, helm/ CoreDNS and Helm (DNS and chart tests)
 #   ${CARGO_TARGET_DIR:-~/.cache/waymark/target}          Rust build output
 set -euo pipefail
 
@@ -51,6 +52,10 @@ log "building (or reusing) the control plane"
 scripts/build-controlplane.sh
 log "building (or reusing) CoreDNS for the DNS tests"
 scripts/build-coredns.sh
+log "building (or reusing) Helm for the chart tests"
+# tests/helm.rs (and scripts/render-manifests.sh) use this binary.
+WAYMARK_HELM=$(scripts/build-helm.sh --print-bin)
+export WAYMARK_HELM
 cp_dir=$(mktemp -d "${TMPDIR:-/tmp}/waymark-test-cp.XXXXXX")
 cleanup() { scripts/controlplane.sh down "$cp_dir" >/dev/null 2>&1 || true; rm -rf "$cp_dir"; }
 trap cleanup EXIT
