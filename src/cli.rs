@@ -4,14 +4,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 use crate::api;
 use crate::controller;
 use crate::dns::{self, DnsListener, DnsMetrics, Scope};
+use crate::health::{self, ProberConfig};
+use crate::registry::HealthFlip;
 use crate::registry::{self, ArnScope, RedbStore, Registry, RegistryConfig};
 use crate::telemetry::{self, LogFormat, Telemetry};
 
@@ -36,6 +39,9 @@ pub enum Error {
     /// The DNS server failed.
     #[error(transparent)]
     Dns(#[from] dns::Error),
+    /// The active health checks could not start.
+    #[error(transparent)]
+    Health(#[from] health::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -142,6 +148,48 @@ pub struct ServeArgs {
     /// Twelve-digit account id reported in ARNs and as resource owner.
     #[arg(long, env = "WAYMARK_ACCOUNT_ID", default_value = "000000000000", value_parser = parse_account)]
     pub account_id: String,
+    /// Active health checks (HTTP, HTTPS, TCP).
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+/// Flags of the active health checks.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Seconds between two probes of one instance, for health checks that set no interval
+    /// (services created through the Cloud Map API; a ServiceDiscovery's
+    /// spec.healthCheck.intervalSeconds wins). Fractions allowed (0.25).
+    #[arg(long, env = "WAYMARK_PROBE_INTERVAL_SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub probe_interval_seconds: Duration,
+    /// Seconds a probe may take (connect, TLS handshake, response status) before it counts as a
+    /// failure, for health checks that set no timeout. Fractions allowed.
+    #[arg(long, env = "WAYMARK_PROBE_TIMEOUT_SECONDS", default_value = "2", value_parser = parse_seconds)]
+    pub probe_timeout_seconds: Duration,
+    /// Most health-check probes in flight at once (each holds a socket).
+    #[arg(long, env = "WAYMARK_PROBE_CONCURRENCY", default_value_t = health::DEFAULT_CONCURRENCY as u32,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub probe_concurrency: u32,
+}
+
+impl ProbeArgs {
+    /// The prober settings these flags describe.
+    pub fn config(&self) -> ProberConfig {
+        ProberConfig {
+            defaults: health::Defaults {
+                interval: self.probe_interval_seconds,
+                timeout: self.probe_timeout_seconds,
+            },
+            concurrency: self.probe_concurrency as usize,
+        }
+    }
+}
+
+/// A duration in seconds, fractions allowed, from 10 ms to one hour.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.01..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err("expected seconds between 0.01 and 3600 (fractions allowed, e.g. 0.5)".into()),
+    }
 }
 
 fn parse_account(s: &str) -> Result<String, String> {
@@ -224,6 +272,33 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     run_registry(serve, Some((client, config))).await
 }
 
+/// Starts the active health checks of `registry` with the `--probe-*` flags:
+/// they probe while `active` is true and send the health flips they cause
+/// to `flips`, until `shutdown` resolves.
+pub fn spawn_prober(
+    registry: Arc<Registry>,
+    flags: &ProbeArgs,
+    prometheus: &prometheus::Registry,
+    active: watch::Receiver<bool>,
+    flips: Option<mpsc::Sender<Vec<HealthFlip>>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    info!(
+        default_interval_ms = flags.probe_interval_seconds.as_millis() as u64,
+        default_timeout_ms = flags.probe_timeout_seconds.as_millis() as u64,
+        concurrency = flags.probe_concurrency,
+        "active health checks enabled"
+    );
+    Ok(health::spawn(
+        registry,
+        flags.config(),
+        prometheus,
+        active,
+        flips,
+        shutdown,
+    )?)
+}
+
 /// Runs the registry and its servers, and the controller when given a client.
 async fn run_registry(
     args: ServeArgs,
@@ -237,6 +312,7 @@ async fn run_registry(
         metrics_addr,
         region,
         account_id,
+        probe,
     } = args;
     let signal = shutdown_signal().await?;
     let metrics_listener = Telemetry::bind(metrics_addr).await?;
@@ -307,6 +383,22 @@ async fn run_registry(
         dns_metrics,
         stopped(stop_rx.clone()),
     ));
+    // Active health checks: `serve` always probes; under `run` only the
+    // leader does, and the controller turns the flips into Events and status.
+    let leads = controller
+        .as_ref()
+        .is_none_or(|(_, config, _)| config.lease.is_none());
+    let (leader_tx, probe_active) = watch::channel(leads);
+    let (flips_tx, flips_rx) = mpsc::channel::<Vec<HealthFlip>>(256);
+    let probe_flips = controller.is_some().then_some(flips_tx);
+    let mut prober = spawn_prober(
+        registry.clone(),
+        &probe,
+        telemetry.prometheus(),
+        probe_active,
+        probe_flips,
+        stopped(stop_rx.clone()),
+    )?;
     // With a controller, ready means every watch has synced and the registry
     // reflects the cluster; standalone, it means the registry is loaded.
     let controller = match controller {
@@ -320,7 +412,11 @@ async fn run_registry(
                 config,
                 cluster_id,
                 metrics,
-                move |r| ready.set_ready(r),
+                controller::Links {
+                    ready: Box::new(move |r| ready.set_ready(r)),
+                    leader: leader_tx,
+                    flips: flips_rx,
+                },
                 stopped(stop_rx.clone()),
             ))
         }
@@ -349,12 +445,59 @@ async fn run_registry(
             res??;
             return Ok(());
         }
+        res = &mut prober => {
+            res?;
+            return Ok(());
+        }
     }
     telemetry.set_ready(false);
     let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), prober).await;
     // Give the controller a moment to finish its in-flight writes.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     drop(registry);
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["waymark", "serve"].iter().chain(args))?;
+        match cli.command {
+            Command::Serve(a) => Ok(a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn probe_flags_default_to_the_service_discovery_defaults_and_take_fractions() {
+        let a = serve(&[]).unwrap();
+        assert_eq!(a.probe.config(), ProberConfig::default());
+        assert_eq!(a.probe.probe_interval_seconds, Duration::from_secs(10));
+        assert_eq!(a.probe.probe_timeout_seconds, Duration::from_secs(2));
+        let a = serve(&[
+            "--probe-interval-seconds",
+            "0.25",
+            "--probe-timeout-seconds",
+            "1.5",
+            "--probe-concurrency",
+            "64",
+        ])
+        .unwrap();
+        assert_eq!(a.probe.probe_interval_seconds, Duration::from_millis(250));
+        assert_eq!(a.probe.probe_timeout_seconds, Duration::from_millis(1500));
+        assert_eq!(a.probe.config().concurrency, 64);
+        for bad in [
+            ["--probe-interval-seconds", "0"],
+            ["--probe-interval-seconds", "-1"],
+            ["--probe-interval-seconds", "NaN"],
+            ["--probe-timeout-seconds", "3601"],
+            ["--probe-concurrency", "0"],
+        ] {
+            assert!(serve(&bad).is_err(), "{bad:?}");
+        }
+    }
 }

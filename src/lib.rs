@@ -3,6 +3,7 @@
 //!
 //! - [`api`]: the Cloud Map JSON 1.1 API over HTTP.
 //! - [`dns`]: authoritative DNS for DNS namespaces, answered from the registry.
+//! - [`health`]: active HTTP, HTTPS and TCP health checks of registered instances.
 //! - [`registry`]: the domain model and rules, the in-memory index and the
 //!   durable store (no Kubernetes, HTTP or DNS in it).
 //! - [`crd`]: the `waymark.dev/v1alpha1` custom resources.
@@ -16,5 +17,6 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod dns;
+pub mod health;
 pub mod registry;
 pub mod telemetry;

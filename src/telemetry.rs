@@ -67,6 +67,11 @@ pub fn init_logging(directive: &str, format: LogFormat) -> Result<(), Error> {
     })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, not for log collectors.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

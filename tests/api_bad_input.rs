@@ -774,6 +774,12 @@ fn cases(f: &Fixture) -> Vec<Case> {
             "AWS_INSTANCE_PORT",
         ),
         reg(
+            "health-checked service without an address",
+            &f.checked,
+            json!({"AWS_INSTANCE_PORT": "80"}),
+            "AWS_INSTANCE_IPV4",
+        ),
+        reg(
             "AWS_EC2_INSTANCE_ID in a DNS namespace",
             &f.a_records,
             json!({"AWS_EC2_INSTANCE_ID": "i-0123456789abcdef0"}),

@@ -169,8 +169,12 @@ pub async fn preflight(client: &Client, config: &Config) -> Result<String, Error
         .list(&ListParams::default().limit(1))
         .await
         .map_err(Error::CrdsMissing)?;
-    Api::<ServiceDiscovery>::all(client.clone())
-        .list(&ListParams::default().limit(1))
+    // Listed where this instance watches, so namespace-scoped RBAC suffices.
+    let sds = match config.watch_namespaces.first() {
+        Some(ns) => Api::<ServiceDiscovery>::namespaced(client.clone(), ns),
+        None => Api::<ServiceDiscovery>::all(client.clone()),
+    };
+    sds.list(&ListParams::default().limit(1))
         .await
         .map_err(Error::CrdsMissing)?;
     if let Some(id) = &config.cluster_id {
@@ -453,6 +457,17 @@ fn instance_counts(index: &registry::index::Index, service_id: &str) -> Option<I
     })
 }
 
+/// What connects the controller to the rest of the process.
+pub struct Links {
+    /// Called with `true` once every watch has synced (the `/readyz` flag).
+    pub ready: Box<dyn Fn(bool) + Send>,
+    /// Where the controller publishes whether this replica leads (the
+    /// prober only probes on the leader).
+    pub leader: tokio::sync::watch::Sender<bool>,
+    /// Health flips from the active checks, turned into Events and status.
+    pub flips: mpsc::Receiver<Vec<registry::HealthFlip>>,
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -460,9 +475,14 @@ pub async fn run(
     config: Config,
     cluster_id: String,
     metrics: Metrics,
-    ready: impl Fn(bool) + Send + 'static,
+    links: Links,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let Links {
+        ready,
+        leader: leader_tx,
+        flips: mut flips_rx,
+    } = links;
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     let all = watcher::Config::default();
     let selected = match &config.selector {
@@ -544,11 +564,17 @@ pub async fn run(
         }
     }
     drop(tx);
-    let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(config.lease.is_none());
-    let lease_task = config
-        .lease
-        .clone()
-        .map(|cfg| tokio::spawn(lease::run(client.clone(), cfg, leader_tx)));
+    leader_tx.send_replace(config.lease.is_none());
+    let mut leader_rx = leader_tx.subscribe();
+    // Without election the sender stays here, so receivers never see it closed.
+    let mut _always_leader = None;
+    let lease_task = match config.lease.clone() {
+        Some(cfg) => Some(tokio::spawn(lease::run(client.clone(), cfg, leader_tx))),
+        None => {
+            _always_leader = Some(leader_tx);
+            None
+        }
+    };
     let (wtx, wrx) = mpsc::channel(4096);
     let reporter = Reporter {
         controller: MANAGER.into(),
@@ -623,6 +649,12 @@ pub async fn run(
                     for key in ctl.status_due.remove(&k).unwrap_or_default() {
                         ctl.dirty_pods.entry(key).or_default();
                     }
+                }
+            }
+            Some(flips) = flips_rx.recv() => {
+                ctl.on_health_flips(flips);
+                while let Ok(more) = flips_rx.try_recv() {
+                    ctl.on_health_flips(more);
                 }
             }
             Ok(()) = leader_rx.changed() => {

@@ -9,7 +9,7 @@ use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns};
 
 #[path = "../support/mod.rs"]
-mod support;
+pub mod support;
 pub use support::Server;
 
 /// Resolves every name to 127.0.0.1. The SDK sends `DiscoverInstances` to

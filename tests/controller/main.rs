@@ -916,5 +916,89 @@ fn custom_health_is_reported_through_the_api_for_pod_instances() {
         "DeregisterInstance",
         json!({"ServiceId": service_id, "InstanceId": "jobs-1"}),
     );
-    assert_eq!((status, body["__type"].as_str()), (400, Some("ResourceInUse")));
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (400, Some("ResourceInUse"))
+    );
+}
+
+/// A loopback HTTP server answering every request with the status in `code`.
+fn status_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU16>) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = std::sync::Arc::new(AtomicU16::new(200));
+    let c = code.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = conn.read(&mut buf);
+            let status = c.load(Ordering::SeqCst);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, code)
+}
+
+#[test]
+fn readiness_and_the_active_check_must_both_pass() {
+    use std::sync::atomic::Ordering;
+    let (port, code) = status_server();
+    let w = World::new("ctl-active", "DnsPrivate");
+    w.discovery(
+        "web",
+        &format!(
+            "  selector: {{matchLabels: {{app: web}}}}\n  port: {port}\n  healthCheck: {{type: Http, path: /healthz, failureThreshold: 1, intervalSeconds: 1, timeoutSeconds: 1}}"
+        ),
+    );
+    w.pod("web-1", "app: web");
+    w.pod_status("web-1", &["127.0.0.1"], true);
+    w.expect("web", &[("web-1", "HEALTHY")]);
+
+    // The check fails while the pod stays Ready.
+    code.store(503, Ordering::SeqCst);
+    w.expect("web", &[("web-1", "UNHEALTHY")]);
+    eventually("status counts follow the check", || {
+        (w.sd_status("web", "{.status.instances.unhealthy}") == "1").then_some(())
+    });
+    eventually("an InstanceUnhealthy Event", || {
+        w.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .contains("InstanceUnhealthy")
+        .then_some(())
+    });
+
+    // The check passes again.
+    code.store(200, Ordering::SeqCst);
+    w.expect("web", &[("web-1", "HEALTHY")]);
+    eventually("an InstanceHealthy Event", || {
+        w.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .contains("InstanceHealthy")
+        .then_some(())
+    });
+    // The check passes but the pod is not Ready: unhealthy.
+    w.pod_status("web-1", &["127.0.0.1"], false);
+    w.expect("web", &[("web-1", "UNHEALTHY")]);
+    // Neither passes, then only readiness comes back: still unhealthy.
+    code.store(500, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2500));
+    w.pod_status("web-1", &["127.0.0.1"], true);
+    std::thread::sleep(Duration::from_millis(1000));
+    w.expect("web", &[("web-1", "UNHEALTHY")]);
+    code.store(200, Ordering::SeqCst);
+    w.expect("web", &[("web-1", "HEALTHY")]);
 }

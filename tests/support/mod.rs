@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +19,27 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A loopback port free for both UDP and TCP a moment ago (for DNS).
+pub fn free_udp_tcp_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Extra settings for [`Server::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// More `waymark serve` flags.
+    pub args: Vec<String>,
+    /// Serve DNS on a known free port ([`Server::dns_port`]); by default it
+    /// takes an ephemeral one the test does not learn.
+    pub dns: bool,
 }
 
 /// A minimal HTTP/1.0 GET: (status, body).
@@ -42,6 +63,9 @@ pub struct Server {
     pub api_port: u16,
     /// Metrics port (`/metrics`, `/healthz`, `/readyz`).
     pub metrics_port: u16,
+    /// DNS port (UDP and TCP on 127.0.0.1) when [`Options::dns`] asked for one.
+    pub dns_port: Option<u16>,
+    options: Options,
     /// The server's stderr.
     pub log: PathBuf,
     /// The temporary directory holding the data directory and the log (also
@@ -52,19 +76,31 @@ pub struct Server {
 impl Server {
     /// Starts a server on a fresh data directory.
     pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts a server on a fresh data directory, with extra settings.
+    pub fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        Self::start_on(dir, data_dir)
+        Self::start_on_with(dir, data_dir, options)
     }
 
     /// Starts a server on a data directory prepared by the caller.
     pub fn start_on(dir: tempfile::TempDir, data_dir: PathBuf) -> Self {
+        Self::start_on_with(dir, data_dir, Options::default())
+    }
+
+    /// Starts a server on a data directory prepared by the caller, with extra settings.
+    pub fn start_on_with(dir: tempfile::TempDir, data_dir: PathBuf, options: Options) -> Self {
         let log = dir.path().join("serve.log");
         let mut server = Self {
             child: None,
             data_dir,
             api_port: 0,
             metrics_port: 0,
+            dns_port: None,
+            options,
             log,
             dir,
         };
@@ -73,6 +109,7 @@ impl Server {
         for _ in 0..5 {
             server.api_port = free_port();
             server.metrics_port = free_port();
+            server.dns_port = server.options.dns.then(free_udp_tcp_port);
             if server.spawn() {
                 return server;
             }
@@ -97,8 +134,12 @@ impl Server {
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
             // The DNS listener must not take a fixed port.
-            .args(["--dns-addr", "127.0.0.1:0"])
+            .args([
+                "--dns-addr",
+                &format!("127.0.0.1:{}", self.dns_port.unwrap_or(0)),
+            ])
             .args(["--log", "warn"])
+            .args(&self.options.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&self.log).unwrap())
