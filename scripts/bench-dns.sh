@@ -5,6 +5,9 @@
 #
 #   scripts/bench-dns.sh                 # 300 services x 4 instances, 15 s per run
 #   SERVICES=500 PER=4 DURATION=20 ROUNDS=3 RATE=20000 scripts/bench-dns.sh
+#   SERVERS="waymark coredns" scripts/bench-dns.sh   # a subset
+#   WAYMARK_BASELINE=/path/to/old/waymark scripts/bench-dns.sh
+#                                        # also an older build, in the same rounds
 #
 # The fixture (benches/dns_fixture.rs) writes a Waymark data directory through
 # the registry, the equivalent zone file and a query file (2/3 A, 1/3 SRV over
@@ -12,7 +15,9 @@
 #   1. throughput: dnsperf with up to $OUTSTANDING queries in flight for
 #      $DURATION s, in $ROUNDS rounds taking turns; each server's best round counts;
 #   2. latency at a fixed rate: dnsperf -Q $RATE for $DURATION s.
-# Results go to stdout as a Markdown table (and to $OUT/results.md).
+# Results go to stdout as a Markdown table (and to $OUT/results.md), with the
+# load average at the start and the end (the machine may be shared) and
+# dnsperf's own CPU use in the best throughput round.
 #
 # Needs: cargo, dnsperf, dig, knotd, nsd (Debian packages, installed when
 # missing) and CoreDNS (scripts/build-coredns.sh, cached).
@@ -83,6 +88,13 @@ start_server() { # name port -> sets server_pid
       "$waymark_bin" serve --data-dir "$OUT/data" --dns-addr "127.0.0.1:$port" \
         --api-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --log warn 2>"$dir/log" &
       ;;
+    baseline)
+      # Another Waymark build on its own copy of the data directory (a data
+      # directory is used by one process at a time).
+      cp -r "$OUT/data" "$OUT/data-baseline"
+      "$WAYMARK_BASELINE" serve --data-dir "$OUT/data-baseline" --dns-addr "127.0.0.1:$port" \
+        --api-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --log warn 2>"$dir/log" &
+      ;;
     coredns)
       printf 'bench.local:%s {\n    file %s\n}\n' "$port" "$zone_file" >"$dir/Corefile"
       (cd "$dir" && exec "$coredns_bin" -conf Corefile -quiet) >"$dir/log" 2>&1 &
@@ -136,17 +148,22 @@ EOF
   pids+=("$server_pid")
 }
 
-# dnsperf's summary -> "qps avg_ms stddev_ms lost_pct"
+# dnsperf's summary -> "qps avg_ms stddev_ms lost_pct client_cpu_pct": the
+# last is dnsperf's own CPU time over the run's wall time (100 = one core).
+# dnsperf runs one thread (-T 1): near 100 % the client, not the server, is
+# what limits the figure.
 run_dnsperf() { # port extra-args...
   local port=$1; shift
-  dnsperf -s 127.0.0.1 -p "$port" -d "$queries" -c "$CLIENTS" -T 1 -l "$DURATION" "$@" 2>&1 |
+  local TIMEFORMAT='client-cpu %U %S %R'
+  { time dnsperf -s 127.0.0.1 -p "$port" -d "$queries" -c "$CLIENTS" -T 1 -l "$DURATION" "$@" 2>&1; } 2>&1 |
     awk '
       /Queries sent:/ {sent=$3}
       /Queries lost:/ {lost=$3}
       /Queries per second:/ {qps=$4}
       /Average Latency/ {avg=$4}
       /Latency StdDev/ {sd=$4}
-      END {printf "%.0f %.3f %.3f %.2f\n", qps, avg*1000, sd*1000, (sent ? 100*lost/sent : 0)}'
+      /^client-cpu / {cpu=($4 > 0 ? 100*($2+$3)/$4 : 0)}
+      END {printf "%.0f %.3f %.3f %.2f %.0f\n", qps, avg*1000, sd*1000, (sent ? 100*lost/sent : 0), cpu}'
 }
 
 answers() { # port qname qtype -> sorted answer data
@@ -154,7 +171,12 @@ answers() { # port qname qtype -> sorted answer data
 }
 
 declare -A result_tp result_lat port_of
-servers=(waymark coredns knot nsd)
+read -r -a servers <<<"${SERVERS:-waymark coredns knot nsd}"
+if [[ -n "${WAYMARK_BASELINE:-}" ]]; then
+  read -r -a servers <<<"${servers[*]/waymark/waymark baseline}"
+fi
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+loads=()
 reference=""
 # All four run at once on their own ports (idle ones use no CPU); the
 # measurements take turns, in $ROUNDS rounds, and each server's best round
@@ -177,7 +199,9 @@ for round in $(seq 1 "$ROUNDS"); do
   for name in "${servers[@]}"; do
     log "round $round/$ROUNDS, $name: throughput, $DURATION s, $OUTSTANDING outstanding"
     r=$(run_dnsperf "${port_of[$name]}" -q "$OUTSTANDING")
-    log "$name: $r (qps avg_ms sd_ms lost_%)"
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    loads+=("$load")
+    log "$name: $r (qps avg_ms sd_ms lost_% client_cpu_%; load $load)"
     read -r qps _ <<<"$r"
     read -r best _ <<<"${result_tp[$name]:-0}"
     if (( qps > best )); then result_tp[$name]=$r; fi
@@ -190,22 +214,26 @@ for name in "${servers[@]}"; do
 done
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-  echo "DNS benchmark, $(date -u +%Y-%m-%d), $(nproc) vCPU ($cpu), loopback, dnsperf on the same machine"
+  echo "DNS benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) vCPU ($cpu), loopback, dnsperf on the same machine"
   echo "($SERVICES services x $PER instances, SRV+A; queries 2/3 A, 1/3 SRV; $CLIENTS clients; throughput: best of $ROUNDS rounds of $DURATION s)"
+  echo "load average (1/5/15 min): $load_start at the start, $load_end at the end;" \
+    "1 min after each throughput round: $(printf '%s\n' "${loads[@]}" | sort -n | sed -n '1p;$p' | paste -sd-)"
   echo
-  echo "| server | max queries/s | avg latency (ms) | stddev (ms) | lost | latency at $RATE qps (ms, avg ± sd) | lost |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| server | max queries/s | avg latency (ms) | stddev (ms) | lost | dnsperf CPU | latency at $RATE qps (ms, avg ± sd) | lost |"
+  echo "|---|---|---|---|---|---|---|---|"
   for name in "${servers[@]}"; do
-    read -r qps avg sd lost <<<"${result_tp[$name]}"
-    read -r qps2 avg2 sd2 lost2 <<<"${result_lat[$name]}"
-    echo "| $name | $qps | $avg | $sd | $lost % | $avg2 ± $sd2 (at $qps2 qps) | $lost2 % |"
+    read -r qps avg sd lost client <<<"${result_tp[$name]}"
+    read -r qps2 avg2 sd2 lost2 _ <<<"${result_lat[$name]}"
+    echo "| $name | $qps | $avg | $sd | $lost % | $client % | $avg2 ± $sd2 (at $qps2 qps) | $lost2 % |"
   done
   echo
-  read -r w _ <<<"${result_tp[waymark]}"
-  for name in coredns knot nsd; do
+  read -r w _ <<<"${result_tp[waymark]:-0}"
+  for name in "${servers[@]}"; do
+    [[ $name == waymark ]] && continue
     read -r other _ <<<"${result_tp[$name]}"
-    awk -v w="$w" -v o="$other" -v n="$name" 'BEGIN { if (o > 0) printf "waymark / %s: %.2fx\n", n, w / o }'
+    awk -v w="$w" -v o="$other" -v n="$name" 'BEGIN { if (o > 0 && w > 0) printf "waymark / %s: %.2fx\n", n, w / o }'
   done
   echo
   echo "versions: $("$coredns_bin" -version | head -1), $(knotd -V 2>&1 | head -1), $(nsd -v 2>&1 | head -1), $(dnsperf -h 2>&1 | grep -m1 Version)"

@@ -49,6 +49,16 @@ impl RegistryHandler {
         &self.metrics
     }
 
+    /// The registry it answers from.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The resolver (the listener's scope and name server addresses).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
     async fn respond<R: ResponseHandler>(&self, request: &Request, mut handle: R) -> ResponseInfo {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let response_edns = request.edns.as_ref().map(|req| {

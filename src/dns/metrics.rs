@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
+use prometheus::local::LocalHistogram;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use super::Error;
@@ -98,15 +99,32 @@ impl DnsMetrics {
         let p = protocol_index(protocol);
         let q = qtype.map_or(QTYPES.len() - 1, qtype_index);
         let r = rcode_index(rcode);
-        self.query_series[(q * RCODES.len() + r) * PROTOCOLS.len() + p]
-            .get_or_init(|| {
-                self.queries
-                    .with_label_values(&[QTYPES[q], RCODES[r], PROTOCOLS[p]])
-            })
-            .inc();
+        self.query_series(q, r, p).inc();
         self.duration_series[p]
             .get_or_init(|| self.duration.with_label_values(&[PROTOCOLS[p]]))
             .observe(seconds);
+    }
+
+    /// Per-thread counters for the UDP threads: counting costs no atomic
+    /// operation on shared memory; [`LocalDnsMetrics::flush`] adds them to
+    /// these metrics.
+    pub fn local_udp(&self) -> LocalDnsMetrics {
+        let p = protocol_index(Protocol::Udp);
+        LocalDnsMetrics {
+            shared: self.clone(),
+            counts: vec![0; QTYPES.len() * RCODES.len()],
+            duration: self.duration_series[p]
+                .get_or_init(|| self.duration.with_label_values(&[PROTOCOLS[p]]))
+                .local(),
+            pending: false,
+        }
+    }
+
+    fn query_series(&self, q: usize, r: usize, p: usize) -> &IntCounter {
+        self.query_series[(q * RCODES.len() + r) * PROTOCOLS.len() + p].get_or_init(|| {
+            self.queries
+                .with_label_values(&[QTYPES[q], RCODES[r], PROTOCOLS[p]])
+        })
     }
 
     /// Counts one malformed packet.
@@ -114,6 +132,56 @@ impl DnsMetrics {
         self.malformed
             .with_label_values(&[protocol_label(protocol)])
             .inc();
+    }
+}
+
+/// A UDP thread's own query counts and latency histogram, added to the
+/// shared [`DnsMetrics`] by [`LocalDnsMetrics::flush`] (after each batch of
+/// datagrams).
+pub struct LocalDnsMetrics {
+    shared: DnsMetrics,
+    /// Queries by (qtype, rcode).
+    counts: Vec<u64>,
+    duration: LocalHistogram,
+    pending: bool,
+}
+
+impl std::fmt::Debug for LocalDnsMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDnsMetrics").finish_non_exhaustive()
+    }
+}
+
+impl LocalDnsMetrics {
+    /// Counts one query answered over UDP and its latency.
+    pub fn observe(&mut self, qtype: RecordType, rcode: ResponseCode, seconds: f64) {
+        self.counts[qtype_index(qtype) * RCODES.len() + rcode_index(rcode)] += 1;
+        self.duration.observe(seconds);
+        self.pending = true;
+    }
+
+    /// Adds what was counted since the last flush to the shared metrics.
+    pub fn flush(&mut self) {
+        if !self.pending {
+            return;
+        }
+        self.pending = false;
+        let p = protocol_index(Protocol::Udp);
+        for (i, count) in self.counts.iter_mut().enumerate() {
+            if *count > 0 {
+                self.shared
+                    .query_series(i / RCODES.len(), i % RCODES.len(), p)
+                    .inc_by(*count);
+                *count = 0;
+            }
+        }
+        self.duration.flush();
+    }
+}
+
+impl Drop for LocalDnsMetrics {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

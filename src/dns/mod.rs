@@ -7,26 +7,33 @@
 //! next query: there is no copy of the zone to keep in sync.
 //!
 //! - [`resolve`]: the pure part, one question against the index (zones,
-//!   names, MULTIVALUE/WEIGHTED routing, fail-open, SRV targets, SOA/NS).
+//!   names, MULTIVALUE/WEIGHTED routing, fail-open, SRV targets, SOA/NS),
+//!   rendered through a [`resolve::Sink`].
 //! - [`handler`]: the hickory [`RequestHandler`](hickory_server::server::RequestHandler)
-//!   (protocol checks, EDNS, truncation).
+//!   (protocol checks, EDNS, truncation): TCP, and UDP packets the fast
+//!   path leaves to it.
+//! - [`wire`]: the UDP fast path, plain queries parsed and answered in wire
+//!   format by the same resolution.
 //! - [`metrics`]: queries by type and response code, latency.
 //! - [`DnsListener`] / [`serve`]: UDP and TCP on one address. TCP runs on
 //!   hickory's [`Server`]; UDP runs on one thread per core, each with its own
-//!   `SO_REUSEPORT` socket, receiving and answering in a plain loop that
-//!   calls the same handler (no task, channel or reactor per datagram).
+//!   `SO_REUSEPORT` socket, in a plain loop (no task, channel or reactor per
+//!   datagram): `recvmmsg`, one index read lock per batch, `sendmmsg`.
 //!
 //! See `docs/dns.md` for the names served and the decisions taken.
 
 pub mod handler;
 pub mod metrics;
 pub mod resolve;
+pub mod wire;
 
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use hickory_server::Server;
@@ -37,6 +44,9 @@ use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 use tracing::{debug, error, info};
@@ -44,6 +54,7 @@ use tracing::{debug, error, info};
 pub use handler::RegistryHandler;
 pub use metrics::DnsMetrics;
 pub use resolve::{Resolution, Resolver, Scope};
+use wire::FastPath;
 
 use crate::registry::Registry;
 
@@ -52,7 +63,9 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest datagram read; larger ones are truncated by the kernel and
 /// then fail to parse (a query is far smaller).
 const UDP_RECV_BUFFER: usize = 4096;
-/// How often a UDP thread blocked in `recv` checks for shutdown.
+/// The most datagrams one `recvmmsg` call takes.
+const UDP_BATCH: usize = 32;
+/// How often a UDP thread blocked in `recvmmsg` checks for shutdown.
 const UDP_POLL: Duration = Duration::from_millis(100);
 
 /// Errors of the DNS server.
@@ -190,7 +203,7 @@ pub async fn serve(
             let (handler, stop) = (handler.clone(), stop.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{}-{i}", addr.port()))
-                .spawn(move || udp_loop(Arc::new(socket), handler, stop))
+                .spawn(move || udp_loop(socket, handler, stop))
                 .map_err(|e| Error::Worker(e.to_string()))?;
             threads.push(thread);
         }
@@ -220,20 +233,26 @@ pub async fn serve(
     result
 }
 
-/// Receives datagrams on one socket and answers each in turn, until `stop`.
-fn udp_loop(socket: Arc<UdpSocket>, handler: RegistryHandler, stop: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; UDP_RECV_BUFFER];
+/// Receives datagrams on one socket in batches (`recvmmsg`) and answers
+/// them, until `stop`. Plain queries are answered by the fast path under one
+/// read lock of the registry per batch; every other packet goes through
+/// hickory and the handler.
+fn udp_loop(socket: UdpSocket, handler: RegistryHandler, stop: Arc<AtomicBool>) {
+    let socket = Arc::new(socket);
+    let mut bufs: Box<[[u8; UDP_RECV_BUFFER]; UDP_BATCH]> = vec![[0u8; UDP_RECV_BUFFER]; UDP_BATCH]
+        .into_boxed_slice()
+        .try_into()
+        .expect("UDP_BATCH buffers");
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut received = [(0usize, None::<SocketAddr>); UDP_BATCH];
+    let mut reply = [0usize; UDP_BATCH];
+    let mut general = [false; UDP_BATCH];
+    let mut fast = FastPath::new();
+    let mut metrics = handler.metrics().local_udp();
     while !stop.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
+        let n = match receive(&socket, &mut headers, &mut bufs, &mut received) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
             Err(error) => {
                 // ICMP errors from earlier sends surface here on some
                 // systems; they concern one peer, not the socket.
@@ -241,17 +260,136 @@ fn udp_loop(socket: Arc<UdpSocket>, handler: RegistryHandler, stop: Arc<AtomicBo
                 continue;
             }
         };
-        if src.port() == 0 {
-            continue;
+        reply[..n].fill(0);
+        general[..n].fill(false);
+        {
+            let index = handler.registry().read();
+            fast.sync(handler.registry().generation());
+            let mut rng = rand::rng();
+            let mut clock = Instant::now();
+            for i in 0..n {
+                let (len, src) = received[i];
+                let Some(src) = src.filter(|s| s.port() != 0) else {
+                    continue;
+                };
+                let packet = &bufs[i][..len];
+                if len < 12 || packet[2] & 0x80 != 0 {
+                    // Shorter than a header, or a response: never answered
+                    // (no reflection loops).
+                    handler.metrics().malformed(Protocol::Udp);
+                    continue;
+                }
+                // A bug answering one packet must not take the thread down:
+                // the panic is reported (by the panic hook) and the loop
+                // goes on.
+                let answered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    fast.answer(packet, &index, handler.resolver(), &mut rng)
+                }));
+                match answered {
+                    Ok(Some(answered)) => {
+                        let response = fast.response();
+                        bufs[i][..response.len()].copy_from_slice(response);
+                        reply[i] = response.len();
+                        let now = Instant::now();
+                        metrics.observe(
+                            answered.qtype,
+                            answered.rcode,
+                            now.duration_since(clock).as_secs_f64(),
+                        );
+                        clock = now;
+                    }
+                    Ok(None) => general[i] = true,
+                    Err(_) => error!(%src, "panic while answering a DNS query; dropped it"),
+                }
+            }
         }
-        // A bug answering one packet must not take the thread down: the
-        // panic is reported (by the panic hook) and the loop goes on.
-        let answered = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            handle_datagram(&socket, &handler, &buf[..len], src)
-        }));
-        if answered.is_err() {
-            error!(%src, "panic while answering a DNS query; dropped it");
+        for i in 0..n {
+            if let (true, Some(src)) = (general[i], received[i].1) {
+                let answered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    handle_datagram(&socket, &handler, &bufs[i][..received[i].0], src)
+                }));
+                if answered.is_err() {
+                    error!(%src, "panic while answering a DNS query; dropped it");
+                }
+            }
         }
+        send(&socket, &bufs[..n], &reply[..n], &received[..n]);
+        metrics.flush();
+    }
+}
+
+/// Receives up to [`UDP_BATCH`] datagrams: waits for the first (at most
+/// the socket's read timeout), then takes what is already queued.
+fn receive(
+    socket: &UdpSocket,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    bufs: &mut [[u8; UDP_RECV_BUFFER]; UDP_BATCH],
+    received: &mut [(usize, Option<SocketAddr>); UDP_BATCH],
+) -> Result<usize, Errno> {
+    let mut slices = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+    let results = recvmmsg(
+        socket.as_raw_fd(),
+        headers,
+        slices.iter_mut(),
+        MsgFlags::MSG_WAITFORONE,
+        None,
+    )?;
+    let mut n = 0;
+    for (slot, msg) in received.iter_mut().zip(results) {
+        *slot = (msg.bytes, msg.address.as_ref().and_then(socket_addr));
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Sends the fast path's responses (`reply[i]` bytes of `bufs[i]` to the
+/// sender of datagram `i`; 0: none) with as few `sendmmsg` calls as it
+/// takes. A datagram the kernel refuses is dropped, as a failed `send_to`
+/// would be.
+fn send(
+    socket: &UdpSocket,
+    bufs: &[[u8; UDP_RECV_BUFFER]],
+    reply: &[usize],
+    received: &[(usize, Option<SocketAddr>)],
+) {
+    let to: Vec<(usize, SocketAddrAny)> = (0..reply.len())
+        .filter(|&i| reply[i] > 0)
+        .filter_map(|i| Some((i, SocketAddrAny::from(received[i].1?))))
+        .collect();
+    if to.is_empty() {
+        return;
+    }
+    let iovs: Vec<[IoSlice<'_>; 1]> = to
+        .iter()
+        .map(|&(i, _)| [IoSlice::new(&bufs[i][..reply[i]])])
+        .collect();
+    let mut control: Vec<SendAncillaryBuffer<'_, '_, '_>> =
+        to.iter().map(|_| SendAncillaryBuffer::default()).collect();
+    let mut messages: Vec<MMsgHdr<'_>> = to
+        .iter()
+        .zip(&iovs)
+        .zip(control.iter_mut())
+        .map(|(((_, addr), iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+        .collect();
+    let mut start = 0;
+    while start < messages.len() {
+        match rustix::net::sendmmsg(socket, &mut messages[start..], SendFlags::empty()) {
+            Ok(0) => break,
+            Ok(sent) => start += sent,
+            Err(error) => {
+                debug!(%error, "failed to send a DNS response");
+                start += 1;
+            }
+        }
+    }
+}
+
+fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        Some(SocketAddr::V4((*v4).into()))
+    } else {
+        addr.as_sockaddr_in6()
+            .map(|v6| SocketAddr::V6((*v6).into()))
     }
 }
 
