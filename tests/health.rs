@@ -23,7 +23,7 @@ use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 use aws_sdk_servicediscovery::types::*;
 use harness::support::{Options, http_get};
-use harness::{SdkClient, Server};
+use harness::{SdkClient, Server, wait_op};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -186,18 +186,6 @@ fn waymark() -> Server {
         .to_vec(),
         dns: true,
     })
-}
-
-async fn wait_op(client: &Client, op: &str) -> Operation {
-    let out = client
-        .get_operation()
-        .operation_id(op)
-        .send()
-        .await
-        .unwrap();
-    let op = out.operation().unwrap().clone();
-    assert_eq!(op.status(), Some(&OperationStatus::Success), "{op:?}");
-    op
 }
 
 async fn private_namespace(client: &Client, name: &str) -> String {

@@ -1430,18 +1430,7 @@ impl Controller {
             }
             let index = self.registry.read();
             if let Some(entry) = index.service(&cache.service_id) {
-                for g in gates {
-                    let registered = entry
-                        .instances
-                        .get(&g.instance_id)
-                        .is_some_and(|i| entry.reported_health(i) == HealthStatus::Healthy);
-                    if g.current != Some(registered) {
-                        let _ = self.writes.try_send(Write::PodGate {
-                            key: (key.0.clone(), g.pod.clone()),
-                            status: registered,
-                        });
-                    }
-                }
+                self.update_gates(&key.0, entry, gates.iter().map(|g| &**g));
             }
             let summary = desired::summarize(cache.pods.values());
             let mut problems = cache.service_problems.clone();
@@ -1457,6 +1446,28 @@ impl Controller {
             drop(index);
             if let Some(sd) = self.cluster.discoveries.get(&key).cloned() {
                 self.write_sd_status(&key, &sd, outcome);
+            }
+        }
+    }
+
+    /// Sets the `waymark.dev/registered` condition of gated pods whose
+    /// instance's registered-and-healthy state differs from it.
+    fn update_gates<'a>(
+        &self,
+        namespace: &str,
+        entry: &registry::ServiceEntry,
+        gates: impl Iterator<Item = &'a desired::GatedPod>,
+    ) {
+        for g in gates {
+            let registered = entry
+                .instances
+                .get(&g.instance_id)
+                .is_some_and(|i| entry.reported_health(i) == HealthStatus::Healthy);
+            if g.current != Some(registered) {
+                let _ = self.writes.try_send(Write::PodGate {
+                    key: (namespace.to_string(), g.pod.clone()),
+                    status: registered,
+                });
             }
         }
     }
@@ -1577,19 +1588,11 @@ impl Controller {
         }
         let index = self.registry.read();
         if let Some(entry) = index.service(&service_id) {
-            let ns = sd.namespace().unwrap_or_default();
-            for g in &plan.gated {
-                let registered = entry
-                    .instances
-                    .get(&g.instance_id)
-                    .is_some_and(|i| entry.reported_health(i) == HealthStatus::Healthy);
-                if g.current != Some(registered) {
-                    let _ = self.writes.try_send(Write::PodGate {
-                        key: (ns.clone(), g.pod.clone()),
-                        status: registered,
-                    });
-                }
-            }
+            self.update_gates(
+                &sd.namespace().unwrap_or_default(),
+                entry,
+                plan.gated.iter(),
+            );
         }
         let counts = instance_counts(&index, &service_id);
         SdOutcome {

@@ -54,3 +54,20 @@ impl SdkClient for Server {
         Client::from_conf(config)
     }
 }
+
+/// Fetches an operation and checks it completed with SUCCESS.
+pub async fn wait_op(client: &Client, op: &str) -> aws_sdk_servicediscovery::types::Operation {
+    let out = client
+        .get_operation()
+        .operation_id(op)
+        .send()
+        .await
+        .unwrap();
+    let op = out.operation().unwrap().clone();
+    assert_eq!(
+        op.status(),
+        Some(&aws_sdk_servicediscovery::types::OperationStatus::Success),
+        "{op:?}"
+    );
+    op
+}

@@ -10,23 +10,11 @@ use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 use aws_sdk_servicediscovery::operation::create_http_namespace::CreateHttpNamespaceError;
 use aws_sdk_servicediscovery::operation::create_service::CreateServiceError;
 use aws_sdk_servicediscovery::types::*;
-use harness::{SdkClient, Server};
+use harness::{SdkClient, Server, wait_op};
 
 /// The error code (`__type`) of a failed call.
 fn code<E: ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or("<none>").to_string()
-}
-
-async fn wait_op(client: &Client, op: &str) -> Operation {
-    let out = client
-        .get_operation()
-        .operation_id(op)
-        .send()
-        .await
-        .unwrap();
-    let op = out.operation().unwrap().clone();
-    assert_eq!(op.status(), Some(&OperationStatus::Success), "{op:?}");
-    op
 }
 
 async fn http_namespace(client: &Client, name: &str) -> String {
