@@ -103,13 +103,13 @@ fn main() {
                 .collect();
                 batch.push(Change::PutInstance(Instance {
                     id: format!("svc-{s}-7d9f8c6b5-{n:05}"),
-                    service_id: sid.clone(),
+                    service_id: sid.as_str().into(),
                     attributes,
                     creator_request_id: None,
                     health: HealthStatus::Healthy,
                     reported: None,
                     probe: None,
-                    owner: owner.clone(),
+                    owner: owner.clone().into(),
                     create_date: now,
                     update_date: now,
                 }));

@@ -160,7 +160,7 @@ mod tests {
                             health: *h,
                             reported: None,
                             probe: None,
-                            owner: Owner::Api,
+                            owner: Owner::Api.into(),
                             create_date: 0,
                             update_date: 0,
                         },

@@ -777,7 +777,7 @@ fn get_service_attributes(registry: &Registry, req: wire::ServiceAttributes) -> 
 fn update_service_attributes(registry: &Registry, req: wire::ServiceAttributes) -> Result<Value> {
     let id = required_str(req.service_id, "ServiceId")?;
     let attrs = required(req.attributes, "Attributes")?;
-    registry.update_service_attributes(&id, attrs, &API)?;
+    registry.update_service_attributes(&id, attrs.into(), &API)?;
     Ok(json!({}))
 }
 
@@ -797,7 +797,7 @@ fn register_instance(registry: &Registry, req: wire::RegisterInstance) -> Result
     let outcome = registry.register_instance(reg::RegisterInstance {
         service_id: required_str(req.service_id, "ServiceId")?,
         instance_id: required_str(req.instance_id, "InstanceId")?,
-        attributes: required(req.attributes, "Attributes")?,
+        attributes: required(req.attributes, "Attributes")?.into(),
         creator_request_id: req.creator_request_id,
         owner: API,
     })?;
@@ -1307,7 +1307,7 @@ mod tests {
             health: HealthStatus::Healthy,
             reported: None,
             probe: None,
-            owner: Owner::Api,
+            owner: Owner::Api.into(),
             create_date: 0,
             update_date: 0,
         };

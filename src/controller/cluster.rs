@@ -7,6 +7,8 @@
 //! desired-state functions read from it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -16,6 +18,8 @@ use kube::core::{Selector, SelectorExt};
 use crate::crd::{Namespace as WaymarkNamespace, ServiceDiscovery};
 use crate::registry::model::EpochMillis;
 
+use super::intern::{Interner, Labels};
+
 /// `namespace/name` of a namespaced object.
 pub type Key = (String, String);
 
@@ -23,7 +27,7 @@ pub type Key = (String, String);
 pub const REGISTERED_GATE: &str = "waymark.dev/registered";
 
 /// A container port of a pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerPort {
     /// Port name, if any.
     pub name: Option<String>,
@@ -31,19 +35,21 @@ pub struct ContainerPort {
     pub port: u16,
 }
 
-/// The parts of a Pod the controller uses.
+/// The parts of a Pod the controller uses, kept for every pod it watches.
+/// Namespace, node, labels and ports are shared with the other pods that
+/// have the same ones (see [`Interner`]); addresses are kept parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
     /// Kubernetes namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Pod name.
     pub name: String,
     /// Labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Arc<Labels>,
     /// First IPv4 address from `status.podIPs` (or `podIP`).
-    pub ipv4: Option<String>,
+    pub ipv4: Option<Ipv4Addr>,
     /// First IPv6 address from `status.podIPs` (or `podIP`).
-    pub ipv6: Option<String>,
+    pub ipv6: Option<Ipv6Addr>,
     /// The `Ready` condition is `True`.
     pub ready: bool,
     /// The `ContainersReady` condition is `True` (readiness without gates).
@@ -51,9 +57,9 @@ pub struct PodInfo {
     /// `Succeeded` or `Failed`: the pod will never serve again.
     pub finished: bool,
     /// Node the pod is scheduled to.
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     /// Container ports of all containers.
-    pub ports: Vec<ContainerPort>,
+    pub ports: Arc<[ContainerPort]>,
     /// When deletion was requested (`deletionTimestamp` minus the grace period).
     pub deletion_requested: Option<EpochMillis>,
     /// Whether the pod declares the `waymark.dev/registered` readiness gate.
@@ -67,21 +73,26 @@ fn time_millis(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Epoc
 }
 
 impl PodInfo {
-    /// Extracts what the controller needs from a Pod.
-    pub fn from_pod(pod: &Pod) -> Self {
+    /// Extracts what the controller needs from a Pod, sharing repeated
+    /// values through `interner`.
+    pub fn from_pod(pod: &Pod, interner: &mut Interner) -> Self {
         let status = pod.status.as_ref();
         let mut ipv4 = None;
         let mut ipv6 = None;
-        let ips = status
-            .and_then(|s| s.pod_ips.as_ref())
-            .map(|ips| ips.iter().map(|i| i.ip.clone()).collect::<Vec<_>>())
-            .filter(|v| !v.is_empty())
-            .or_else(|| status.and_then(|s| s.pod_ip.clone()).map(|ip| vec![ip]))
-            .unwrap_or_default();
+        let listed = status
+            .and_then(|s| s.pod_ips.as_deref())
+            .filter(|ips| !ips.is_empty());
+        let ips: Vec<&str> = match listed {
+            Some(ips) => ips.iter().map(|i| i.ip.as_str()).collect(),
+            None => status
+                .and_then(|s| s.pod_ip.as_deref())
+                .into_iter()
+                .collect(),
+        };
         for ip in ips {
-            match ip.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V4(_)) if ipv4.is_none() => ipv4 = Some(ip),
-                Ok(std::net::IpAddr::V6(_)) if ipv6.is_none() => ipv6 = Some(ip),
+            match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V4(v4)) if ipv4.is_none() => ipv4 = Some(v4),
+                Ok(IpAddr::V6(v6)) if ipv6.is_none() => ipv6 = Some(v6),
                 _ => {}
             }
         }
@@ -92,7 +103,7 @@ impl PodInfo {
                 .map(|c| c.status == "True")
         };
         let spec = pod.spec.as_ref();
-        let ports = spec
+        let ports: Vec<ContainerPort> = spec
             .map(|s| {
                 s.containers
                     .iter()
@@ -113,16 +124,18 @@ impl PodInfo {
             .map(|t| time_millis(t) - meta.deletion_grace_period_seconds.unwrap_or(0) * 1000);
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
         Self {
-            namespace: pod.namespace().unwrap_or_default(),
+            namespace: interner.name(meta.namespace.as_deref().unwrap_or_default()),
             name: pod.name_any(),
-            labels: meta.labels.clone().unwrap_or_default(),
+            labels: interner.labels(meta.labels.clone().unwrap_or_default()),
             ipv4,
             ipv6,
             ready: condition("Ready").unwrap_or(false),
             containers_ready: condition("ContainersReady").unwrap_or(false),
             finished: matches!(phase, "Succeeded" | "Failed"),
-            node: spec.and_then(|s| s.node_name.clone()),
-            ports,
+            node: spec
+                .and_then(|s| s.node_name.as_deref())
+                .map(|n| interner.name(n)),
+            ports: interner.ports(&ports),
             deletion_requested,
             has_registered_gate: spec
                 .and_then(|s| s.readiness_gates.as_ref())
@@ -361,11 +374,18 @@ mod tests {
 
     #[test]
     fn dual_stack_pods_get_both_addresses() {
-        let info = PodInfo::from_pod(&pod(&["fd00::5", "10.0.0.5"], true));
-        assert_eq!(info.ipv4.as_deref(), Some("10.0.0.5"));
-        assert_eq!(info.ipv6.as_deref(), Some("fd00::5"));
+        let mut interner = Interner::default();
+        let info = PodInfo::from_pod(&pod(&["fd00::5", "10.0.0.5"], true), &mut interner);
+        assert_eq!(info.ipv4, Some(Ipv4Addr::new(10, 0, 0, 5)));
+        assert_eq!(info.ipv6, "fd00::5".parse().ok());
         assert!(info.ready);
-        let info = PodInfo::from_pod(&pod(&[], false));
+        let other = PodInfo::from_pod(&pod(&["10.0.0.6"], true), &mut interner);
+        assert!(
+            Arc::ptr_eq(&info.labels, &other.labels),
+            "equal labels are shared"
+        );
+        assert!(Arc::ptr_eq(&info.namespace, &other.namespace));
+        let info = PodInfo::from_pod(&pod(&[], false), &mut interner);
         assert_eq!((info.ipv4, info.ipv6, info.ready), (None, None, false));
     }
 }

@@ -10,8 +10,8 @@ use kube::ResourceExt;
 use super::cluster::{Cluster, PodInfo, SelectorError};
 use crate::crd::{self, HealthCheckType, ServiceDiscovery, SkippedLabel, SkippedLabelReason};
 use crate::registry::model::{
-    Attributes, DnsConfig, DnsRecord, EpochMillis, HealthCheckConfig, HealthCheckType as RegHc,
-    HealthStatus, RecordType, RoutingPolicy,
+    DnsConfig, DnsRecord, EpochMillis, HealthCheckConfig, HealthCheckType as RegHc, HealthStatus,
+    RecordType, RoutingPolicy,
 };
 use crate::registry::validate::{self, AWS_INSTANCE_IPV4, AWS_INSTANCE_IPV6, AWS_INSTANCE_PORT};
 use crate::registry::{DesiredInstance, validate::MAX_ATTRIBUTES_TOTAL_LEN};
@@ -183,7 +183,7 @@ fn resolve_port(
             if let Some(r) = &sd.spec.service_ref
                 && let Some(svc) = cluster
                     .services
-                    .get(&(pod.namespace.clone(), r.name.clone()))
+                    .get(&(pod.namespace.to_string(), r.name.clone()))
                 && let Some(sp) = svc.ports.iter().find(|p| p.name.as_deref() == Some(name))
             {
                 return match &sp.target {
@@ -309,12 +309,12 @@ pub fn plan(
         }
     }
     for st in &sd.spec.instances {
-        let mut attrs: Attributes = sd.spec.attributes.clone();
+        let mut attrs = sd.spec.attributes.clone();
         attrs.extend(st.attributes.clone());
         attrs.insert(WAYMARK_MANAGED_BY.into(), ctx.owner_marker.clone());
         instances.push(DesiredInstance {
             id: st.id.clone(),
-            attributes: attrs,
+            attributes: attrs.into(),
             // Custom health leaves static instances to API reports too.
             health: (!ctx.api_reports_health).then_some(HealthStatus::Healthy),
         });
@@ -470,21 +470,22 @@ impl<'a> PodContext<'a> {
             Ok(p) => p,
             Err(e) => return PodPlan::PortProblem(format!("{}: {e}", pod.name)),
         };
-        let mut attrs = Attributes::new();
+        // Built as a BTreeMap and packed once at the end.
+        let mut attrs = BTreeMap::new();
         if let Some(ip) = &pod.ipv4 {
-            attrs.insert(AWS_INSTANCE_IPV4.into(), ip.clone());
+            attrs.insert(AWS_INSTANCE_IPV4.into(), ip.to_string());
         }
         if let Some(ip) = &pod.ipv6 {
-            attrs.insert(AWS_INSTANCE_IPV6.into(), ip.clone());
+            attrs.insert(AWS_INSTANCE_IPV6.into(), ip.to_string());
         }
         if let Some(p) = port {
             attrs.insert(AWS_INSTANCE_PORT.into(), p.to_string());
         }
-        attrs.insert(K8S_NAMESPACE.into(), pod.namespace.clone());
+        attrs.insert(K8S_NAMESPACE.into(), pod.namespace.to_string());
         attrs.insert(K8S_POD_NAME.into(), pod.name.clone());
         if let Some(node) = &pod.node {
-            attrs.insert(K8S_NODE_NAME.into(), node.clone());
-            if let Some(info) = cluster.nodes.get(node) {
+            attrs.insert(K8S_NODE_NAME.into(), node.to_string());
+            if let Some(info) = cluster.nodes.get(&**node) {
                 if let Some(z) = &info.zone {
                     attrs.insert(AVAILABILITY_ZONE.into(), z.clone());
                 }
@@ -512,7 +513,7 @@ impl<'a> PodContext<'a> {
             }),
             instance: DesiredInstance {
                 id,
-                attributes: attrs,
+                attributes: attrs.into(),
                 health,
             },
             skipped: skipped.into_iter().collect(),
@@ -603,7 +604,7 @@ pub fn summarize<'a>(pods: impl Iterator<Item = &'a PodState>) -> PodSummary {
 fn add_labels(
     sd: &ServiceDiscovery,
     pod: &PodInfo,
-    attrs: &mut Attributes,
+    attrs: &mut BTreeMap<String, String>,
     skipped: &mut BTreeMap<(String, SkippedLabelReason), String>,
 ) {
     let mut custom = attrs
@@ -755,7 +756,7 @@ mod tests {
         );
         for p in pods {
             c.pods
-                .entry(p.namespace.clone())
+                .entry(p.namespace.to_string())
                 .or_default()
                 .insert(p.name.clone(), p);
         }
@@ -766,19 +767,21 @@ mod tests {
         PodInfo {
             namespace: "shop".into(),
             name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ipv4: Some("10.0.0.1".into()),
+            labels: std::sync::Arc::new(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ipv4: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
             ipv6: None,
             ready,
             finished: false,
             node: None,
-            ports: vec![ContainerPort {
+            ports: std::sync::Arc::new([ContainerPort {
                 name: Some("http".into()),
                 port: 8080,
-            }],
+            }]),
             deletion_requested: None,
             containers_ready: ready,
             has_registered_gate: false,
@@ -835,11 +838,11 @@ mod tests {
         );
         let a = &plan.instances[0].attributes;
         assert_eq!(
-            a[AWS_INSTANCE_IPV4], "10.0.0.1",
+            &a[AWS_INSTANCE_IPV4], "10.0.0.1",
             "a label never overrides a reserved attribute"
         );
-        assert_eq!(a[AWS_INSTANCE_PORT], "8080");
-        assert_eq!(a["environment"], "prod", "spec attributes win over labels");
+        assert_eq!(&a[AWS_INSTANCE_PORT], "8080");
+        assert_eq!(&a["environment"], "prod", "spec attributes win over labels");
         assert!(!a.contains_key("pod-template-hash"));
         let skipped: Vec<(&str, SkippedLabelReason)> = plan
             .skipped_labels

@@ -15,6 +15,7 @@
 
 pub mod cluster;
 pub mod desired;
+pub mod intern;
 pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use self::cluster::{Cluster, Key, NodeInfo, PodInfo, ServiceInfo};
 use self::desired::{DesiredService, Plan, owner_object};
+use self::intern::Interner;
 use crate::crd::{
     InstanceCounts, Namespace as WaymarkNamespace, NamespaceStatus, ServiceDiscovery,
     ServiceDiscoveryStatus,
@@ -190,37 +192,53 @@ pub async fn preflight(client: &Client, config: &Config) -> Result<String, Error
 /// The Kubernetes namespace a watch is limited to (`None`: all).
 type Scope = Option<String>;
 
-/// One watch event, tagged with its kind and its watch's scope.
+/// One watch event, tagged with its kind and its watch's scope. Pods and
+/// Nodes arrive already reduced to what the controller keeps, so a backlog
+/// in the channel holds those and not whole objects.
 // Each message is moved once through the channel; boxing the large variants
 // would only add an allocation per event.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Pod(Scope, Event<Pod>),
+    Pod(Scope, Event<PodInfo>),
     Service(Scope, Event<Service>),
-    Node(Scope, Event<Node>),
+    Node(Scope, Event<(String, NodeInfo)>),
     Discovery(Scope, Event<ServiceDiscovery>),
     Namespace(Scope, Event<WaymarkNamespace>),
     WatchError(&'static str, String),
 }
 
-/// Spawns a watch that forwards its events into the loop.
-fn spawn_watch<K>(
+/// An event with its object replaced by `slim(object)`.
+fn slim_event<K, T>(ev: Event<K>, mut slim: impl FnMut(K) -> T) -> Event<T> {
+    match ev {
+        Event::Apply(k) => Event::Apply(slim(k)),
+        Event::Delete(k) => Event::Delete(slim(k)),
+        Event::Init => Event::Init,
+        Event::InitApply(k) => Event::InitApply(slim(k)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+/// Spawns a watch that forwards its events into the loop, each object first
+/// reduced by `slim` (on the watch's task, off the loop).
+fn spawn_watch<K, T>(
     api: Api<K>,
     config: watcher::Config,
     name: &'static str,
     scope: Scope,
     tx: mpsc::Sender<Msg>,
-    wrap: fn(Scope, Event<K>) -> Msg,
+    mut slim: impl FnMut(K) -> T + Send + 'static,
+    wrap: fn(Scope, Event<T>) -> Msg,
 ) -> tokio::task::JoinHandle<()>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default,
+    T: 'static,
 {
     tokio::spawn(async move {
         let mut stream = watcher(api, config).default_backoff().boxed();
         while let Some(item) = stream.next().await {
             let msg = match item {
-                Ok(ev) => wrap(scope.clone(), ev),
+                Ok(ev) => wrap(scope.clone(), slim_event(ev, &mut slim)),
                 Err(e) => Msg::WatchError(name, e.to_string()),
             };
             if tx.send(msg).await.is_err() {
@@ -496,6 +514,7 @@ pub async fn run(
             "Node",
             None,
             tx.clone(),
+            |n: Node| (n.name_any(), NodeInfo::from_node(&n)),
             Msg::Node,
         ),
         spawn_watch(
@@ -504,6 +523,7 @@ pub async fn run(
             "Namespace",
             None,
             tx.clone(),
+            std::convert::identity,
             Msg::Namespace,
         ),
     ];
@@ -541,6 +561,11 @@ pub async fn run(
             "Pod",
             scope.clone(),
             tx.clone(),
+            {
+                // Shares labels, ports and names among this watch's pods.
+                let mut interner = Interner::default();
+                move |p: Pod| PodInfo::from_pod(&p, &mut interner)
+            },
             Msg::Pod,
         ));
         watches.push(spawn_watch(
@@ -549,6 +574,7 @@ pub async fn run(
             "Service",
             scope.clone(),
             tx.clone(),
+            std::convert::identity,
             Msg::Service,
         ));
         watches.push(spawn_watch(
@@ -557,6 +583,7 @@ pub async fn run(
             "ServiceDiscovery",
             scope.clone(),
             tx.clone(),
+            std::convert::identity,
             Msg::Discovery,
         ));
         for kind in ["Pod", "Service", "ServiceDiscovery"] {
@@ -773,8 +800,8 @@ impl Controller {
         }
     }
 
-    fn on_pod(&mut self, scope: &Scope, ev: Event<Pod>) {
-        let key = |p: &Pod| (p.namespace().unwrap_or_default(), p.name_any());
+    fn on_pod(&mut self, scope: &Scope, ev: Event<PodInfo>) {
+        let key = |p: &PodInfo| (p.namespace.to_string(), p.name.clone());
         match ev {
             Event::Init => {
                 self.relist("Pod", scope, Phase::Init);
@@ -782,7 +809,7 @@ impl Controller {
             Event::InitApply(p) | Event::Apply(p) => {
                 let k = key(&p);
                 self.relist("Pod", scope, Phase::Item(k.clone()));
-                self.pod_changed(k, Some(PodInfo::from_pod(&p)));
+                self.pod_changed(k, Some(p));
             }
             Event::Delete(p) => self.pod_changed(key(&p), None),
             Event::InitDone => {
@@ -868,16 +895,16 @@ impl Controller {
         }
     }
 
-    fn on_node(&mut self, scope: &Scope, ev: Event<Node>) {
+    fn on_node(&mut self, scope: &Scope, ev: Event<(String, NodeInfo)>) {
         match ev {
             Event::Init => {
                 self.relist("Node", scope, Phase::Init);
             }
-            Event::InitApply(n) | Event::Apply(n) => {
-                self.relist("Node", scope, Phase::Item((String::new(), n.name_any())));
-                self.node_changed(n.name_any(), Some(NodeInfo::from_node(&n)));
+            Event::InitApply((name, info)) | Event::Apply((name, info)) => {
+                self.relist("Node", scope, Phase::Item((String::new(), name.clone())));
+                self.node_changed(name, Some(info));
             }
-            Event::Delete(n) => self.node_changed(n.name_any(), None),
+            Event::Delete((name, _)) => self.node_changed(name, None),
             Event::InitDone => {
                 let existing: Vec<Key> = self
                     .cluster

@@ -6,6 +6,7 @@
 //! index after a restart is exactly the index before it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::model::{HealthStatus, Instance, Namespace, Operation, Service};
 use super::store::{Change, Snapshot};
@@ -20,6 +21,14 @@ pub struct ServiceEntry {
 }
 
 impl ServiceEntry {
+    /// The service id as its instances share it (a new copy when it has none).
+    pub fn shared_id(&self) -> Arc<str> {
+        self.instances.values().next().map_or_else(
+            || Arc::from(self.service.id.as_str()),
+            |i| Arc::clone(&i.service_id),
+        )
+    }
+
     /// The health Cloud Map reports for an instance of this service:
     /// `UNKNOWN` when the service has no health check.
     pub fn reported_health(&self, instance: &Instance) -> HealthStatus {
@@ -148,11 +157,20 @@ impl Index {
                     self.instance_count -= old.instances.len();
                 }
             }
-            Change::PutInstance(inst) => {
-                if let Some(entry) = self.services.get_mut(&inst.service_id)
-                    && entry.instances.insert(inst.id.clone(), inst).is_none()
-                {
-                    self.instance_count += 1;
+            Change::PutInstance(mut inst) => {
+                if let Some(entry) = self.services.get_mut(&*inst.service_id) {
+                    // A service's instances repeat its id and, nearly always,
+                    // one owner: keep one copy of each (most of an instance's
+                    // memory otherwise).
+                    if let Some((_, other)) = entry.instances.first_key_value() {
+                        inst.service_id = Arc::clone(&other.service_id);
+                        if other.owner == inst.owner {
+                            inst.owner = Arc::clone(&other.owner);
+                        }
+                    }
+                    if entry.instances.insert(inst.id.clone(), inst).is_none() {
+                        self.instance_count += 1;
+                    }
                 }
             }
             Change::DeleteInstance {

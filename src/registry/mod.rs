@@ -4,6 +4,7 @@
 //! Nothing here knows about Kubernetes, HTTP or DNS. The API, the DNS server
 //! and the controller are thin layers over [`Registry`].
 
+pub mod attributes;
 pub mod ids;
 pub mod index;
 pub mod model;
@@ -11,9 +12,10 @@ pub mod store;
 pub mod validate;
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use attributes::StrMap;
 pub use ids::ArnScope;
 use ids::ResourceKind;
 pub use index::{Index, ServiceEntry};
@@ -874,7 +876,7 @@ impl Registry {
             .service
             .clone();
         check_owner(|| format!("service {}", svc.name), &svc.owner, actor)?;
-        svc.attributes.extend(attrs);
+        svc.attributes.extend(&attrs);
         if svc.attributes.len() > MAX_SERVICE_ATTRIBUTES {
             return Err(Error::ServiceAttributesLimitExceeded(format!(
                 "service {} would have {} attributes; the maximum is {MAX_SERVICE_ATTRIBUTES}",
@@ -974,11 +976,7 @@ impl Registry {
         let health = match existing {
             Some(old) => old.health,
             None if entry.service.health_check_custom_config.is_some() => {
-                match req
-                    .attributes
-                    .get(AWS_INIT_HEALTH_STATUS)
-                    .map(String::as_str)
-                {
+                match req.attributes.get(AWS_INIT_HEALTH_STATUS) {
                     Some("UNHEALTHY") => HealthStatus::Unhealthy,
                     _ => HealthStatus::Healthy,
                 }
@@ -988,13 +986,13 @@ impl Registry {
         };
         let inst = Instance {
             id: req.instance_id.clone(),
-            service_id: service_id.clone(),
+            service_id: service_id.as_str().into(),
             attributes: req.attributes,
             creator_request_id: req.creator_request_id.clone(),
             health,
             reported: existing.and_then(|o| o.reported),
             probe: existing.and_then(|o| o.probe),
-            owner: req.owner,
+            owner: Arc::new(req.owner),
             create_date: existing.map_or(now, |o| o.create_date),
             update_date: now,
         };
@@ -1200,7 +1198,7 @@ impl Registry {
                 flips.push(HealthFlip {
                     service_id: v.service_id.clone(),
                     instance_id: v.instance_id.clone(),
-                    owner: inst.owner.clone(),
+                    owner: Owner::clone(&inst.owner),
                     from: inst.health,
                     to: health,
                 });
@@ -1289,6 +1287,9 @@ impl Registry {
             .namespace(&entry.service.namespace_id)
             .map_or(NamespaceType::Http, |n| n.kind);
         let mine = |owner: &Owner| check_owner(String::new, owner, actor).is_ok();
+        // One copy of the owner for every instance this sync writes.
+        let owner = Arc::new(actor.clone());
+        let service_arc = entry.shared_id();
         let now = now_millis();
         let mut outcome = SyncOutcome::default();
         let mut keep = std::collections::HashSet::new();
@@ -1340,7 +1341,7 @@ impl Registry {
                     if !same_attrs
                         || old.health != health
                         || old.reported != reported
-                        || old.owner != *actor
+                        || *old.owner != *actor
                     {
                         if !same_attrs {
                             outcome.updated += 1;
@@ -1352,7 +1353,7 @@ impl Registry {
                             health,
                             reported,
                             probe: probe(Some(old)),
-                            owner: actor.clone(),
+                            owner: Arc::clone(&owner),
                             update_date: if same_attrs { old.update_date } else { now },
                             ..old.clone()
                         }));
@@ -1373,13 +1374,13 @@ impl Registry {
                     outcome.registered += 1;
                     changes.push(Change::PutInstance(Instance {
                         id: d.id,
-                        service_id: service_id.to_string(),
+                        service_id: Arc::clone(&service_arc),
                         attributes: d.attributes,
                         creator_request_id: None,
                         health,
                         reported,
                         probe: None,
-                        owner: actor.clone(),
+                        owner: Arc::clone(&owner),
                         create_date: now,
                         update_date: now,
                     }));

@@ -3,6 +3,7 @@
 //! persist it and a restart restores exactly the same registry.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +12,9 @@ use serde::{Deserialize, Serialize};
 pub type EpochMillis = i64;
 
 /// Custom and reserved attributes of an instance, or attributes of a service.
-/// Ordered so that serialisation, comparison and hashing are deterministic.
-pub type Attributes = BTreeMap<String, String>;
+/// Ordered so that serialisation, comparison and hashing are deterministic,
+/// and compact because the registry holds one per instance.
+pub type Attributes = super::attributes::StrMap;
 
 /// The kind of a namespace, which decides how its services can be discovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -363,8 +365,9 @@ impl HealthStatus {
 pub struct Instance {
     /// Instance id, unique within its service.
     pub id: String,
-    /// The service the instance belongs to.
-    pub service_id: String,
+    /// The service the instance belongs to (one copy shared by all its
+    /// instances in the index).
+    pub service_id: Arc<str>,
     /// Reserved (`AWS_*`) and custom attributes.
     pub attributes: Attributes,
     /// The idempotency token of the registering request.
@@ -383,8 +386,9 @@ pub struct Instance {
     /// or when the service has no active check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<bool>,
-    /// Who registered the instance.
-    pub owner: Owner,
+    /// Who registered the instance (shared with the service's other
+    /// instances of the same owner in the index).
+    pub owner: Arc<Owner>,
     /// First registration time.
     pub create_date: EpochMillis,
     /// Last registration (update) time.

@@ -148,7 +148,7 @@ const SCHEMA_VERSION: &str = "1";
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "registry.redb";
 /// redb's page cache size.
-const CACHE_BYTES: usize = 16 << 20;
+const CACHE_BYTES: usize = 1 << 20;
 /// The lock file that keeps two processes off one data directory.
 pub const LOCK_FILE: &str = "LOCK";
 
@@ -402,11 +402,8 @@ impl Store for RedbStore {
                         svc.remove(id.as_str()).map_err(redb::Error::from)?;
                     }
                     Change::PutInstance(i) => {
-                        inst.insert(
-                            (i.service_id.as_str(), i.id.as_str()),
-                            encode(i)?.as_slice(),
-                        )
-                        .map_err(redb::Error::from)?;
+                        inst.insert((&*i.service_id, i.id.as_str()), encode(i)?.as_slice())
+                            .map_err(redb::Error::from)?;
                     }
                     Change::DeleteInstance {
                         service_id,

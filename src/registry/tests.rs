@@ -390,10 +390,10 @@ fn service_attributes_are_limited_to_thirty() {
     let reg = Registry::in_memory();
     let ns = create_ns(&reg, "api", NamespaceType::Http);
     let svc = create_svc(&reg, &ns, "db", None, false);
-    let first: Attributes = (0..20).map(|i| (format!("k{i}"), "v".into())).collect();
+    let first: Attributes = (0..20).map(|i| (format!("k{i}"), "v")).collect();
     reg.update_service_attributes(&svc.id, first, &Owner::Api)
         .unwrap();
-    let more: Attributes = (20..31).map(|i| (format!("k{i}"), "v".into())).collect();
+    let more: Attributes = (20..31).map(|i| (format!("k{i}"), "v")).collect();
     let err = reg
         .update_service_attributes(&svc.id, more, &Owner::Api)
         .unwrap_err();
@@ -672,7 +672,7 @@ fn sync_instances_applies_a_controllers_desired_set_atomically() {
     // The API's instance is untouched throughout.
     let index = reg.read();
     assert_eq!(
-        index.instance(&svc.id, "manual").unwrap().attributes[AWS_INSTANCE_IPV4],
+        &index.instance(&svc.id, "manual").unwrap().attributes[AWS_INSTANCE_IPV4],
         "10.9.9.9"
     );
     assert_eq!(index.service(&svc.id).unwrap().instances.len(), 2);

@@ -625,11 +625,11 @@ mod tests {
 
     #[test]
     fn at_most_thirty_custom_attributes_but_reserved_ones_do_not_count() {
-        let mut a: Attributes = (0..30).map(|i| (format!("k{i}"), "v".into())).collect();
-        a.insert(AWS_INSTANCE_IPV4.into(), "10.0.0.1".into());
-        a.insert(AWS_INSTANCE_PORT.into(), "80".into());
+        let mut a: Attributes = (0..30).map(|i| (format!("k{i}"), "v")).collect();
+        a.insert(AWS_INSTANCE_IPV4, "10.0.0.1");
+        a.insert(AWS_INSTANCE_PORT, "80");
         assert!(attributes(&a).is_ok());
-        a.insert("k30".into(), "v".into());
+        a.insert("k30", "v");
         let err = attributes(&a).unwrap_err().to_string();
         assert!(err.contains("at most 30 custom attributes"), "{err}");
     }
@@ -754,7 +754,7 @@ mod tests {
         let srv = service(Some(dns(RoutingPolicy::Weighted, &[RecordType::Srv])), None);
         assert!(instance_attributes_for_service(&alias, &srv, ns).is_err());
         let mut mixed = alias.clone();
-        mixed.insert(AWS_INSTANCE_PORT.into(), "80".into());
+        mixed.insert(AWS_INSTANCE_PORT, "80");
         assert!(
             instance_attributes_for_service(&mixed, &good, ns)
                 .unwrap_err()
@@ -773,7 +773,7 @@ mod tests {
         assert!(instance_attributes_for_service(&a, &s, NamespaceType::Http).is_ok());
         assert!(instance_attributes_for_service(&a, &s, NamespaceType::DnsPrivate).is_err());
         let mut b = a.clone();
-        b.insert("team".into(), "x".into());
+        b.insert("team", "x");
         assert!(instance_attributes_for_service(&b, &s, NamespaceType::Http).is_err());
     }
 
