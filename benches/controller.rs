@@ -19,8 +19,9 @@
 //! at 200 changes/s for 10 s. Each change is timed from the API server
 //! acknowledging the status patch to
 //!  - Waymark: `GetInstancesHealthStatus` on its API showing it, polled every
-//!    millisecond (the method of the earlier Waymark-only runs, on the same
-//!    runtime, unchanged), and
+//!    millisecond by one poller for all pending flips (one request per
+//!    service and 10 pods, over a keep-alive connection; see
+//!    [`poll_waymark`]), and
 //!  - CoreDNS: the pod's endpoint name in its headless Service
 //!    (`10-0-3-7.<svc>.bench.svc.cluster.local`, CoreDNS's name for an
 //!    endpoint without a hostname) answering the pod's A record (Ready) or not
@@ -150,6 +151,126 @@ async fn post(api_port: u16, op: &str, body: &str) -> Option<serde_json::Value> 
     s.read_to_end(&mut out).await.ok()?;
     let text = String::from_utf8_lossy(&out);
     serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+}
+
+/// A keep-alive HTTP/1.1 connection to Waymark's API (reopened on error).
+struct ApiConn {
+    port: u16,
+    stream: Option<tokio::io::BufReader<tokio::net::TcpStream>>,
+}
+
+impl ApiConn {
+    async fn post(&mut self, op: &str, body: &str) -> Option<serde_json::Value> {
+        for _ in 0..2 {
+            if self.stream.is_none() {
+                let s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .ok()?;
+                s.set_nodelay(true).ok()?;
+                self.stream = Some(tokio::io::BufReader::new(s));
+            }
+            match Self::exchange(self.stream.as_mut()?, op, body).await {
+                Some(v) => return Some(v),
+                None => self.stream = None,
+            }
+        }
+        None
+    }
+
+    async fn exchange(
+        s: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+        op: &str,
+        body: &str,
+    ) -> Option<serde_json::Value> {
+        use tokio::io::AsyncBufReadExt;
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: waymark\r\nX-Amz-Target: Route53AutoNaming_v20170314.{op}\r\n\
+             Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.get_mut().write_all(req.as_bytes()).await.ok()?;
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if s.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().ok()?;
+            }
+        }
+        let mut out = vec![0; length];
+        s.read_exact(&mut out).await.ok()?;
+        serde_json::from_slice(&out).ok()
+    }
+}
+
+/// A readiness flip waiting to show in Waymark.
+struct Pending {
+    n: usize,
+    service_id: String,
+    name: String,
+    want: &'static str,
+    t0: Instant,
+}
+
+/// Times each pending flip until `GetInstancesHealthStatus` shows it: every
+/// millisecond, one request per service and 10 pending pods (the API's
+/// limit per request) over one keep-alive connection. The load is thus set
+/// by how many flips are pending, not multiplied by a connection per flip
+/// per poll, which on a saturated machine deepened the very delays it
+/// measured. Returns (flip number, milliseconds) per flip seen within 30 s.
+async fn poll_waymark(
+    api_port: u16,
+    pending: Arc<std::sync::Mutex<Vec<Pending>>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(usize, f64)> {
+    let mut conn = ApiConn {
+        port: api_port,
+        stream: None,
+    };
+    let mut seen = Vec::new();
+    let mut waiting: Vec<Pending> = Vec::new();
+    loop {
+        waiting.append(&mut pending.lock().unwrap());
+        waiting.retain(|p| p.t0.elapsed() < Duration::from_secs(30));
+        if waiting.is_empty() && done.load(std::sync::atomic::Ordering::SeqCst) {
+            return seen;
+        }
+        let mut by_service: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (k, p) in waiting.iter().enumerate() {
+            by_service.entry(&p.service_id).or_default().push(k);
+        }
+        let mut shown = std::collections::BTreeSet::new();
+        for (service_id, members) in by_service {
+            for chunk in members.chunks(10) {
+                let names: Vec<&str> = chunk.iter().map(|&k| waiting[k].name.as_str()).collect();
+                let body = json!({"ServiceId": service_id, "Instances": names}).to_string();
+                let Some(got) = conn.post("GetInstancesHealthStatus", &body).await else {
+                    continue;
+                };
+                for &k in chunk {
+                    let p = &waiting[k];
+                    if got["Status"][&p.name].as_str() == Some(p.want) {
+                        seen.push((p.n, p.t0.elapsed().as_secs_f64() * 1000.0));
+                        shown.insert(k);
+                    }
+                }
+            }
+        }
+        let mut k = 0;
+        waiting.retain(|_| {
+            k += 1;
+            !shown.contains(&(k - 1))
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 async fn metric(metrics_port: u16, name: &str) -> Option<f64> {
@@ -783,7 +904,13 @@ async fn run(
     let flips_started = Instant::now();
     let cdns_addr = coredns.as_ref().map(|c| c.addr);
     let histogram_before = event_histogram(metrics_port).await;
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let waymark_pending = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let flips_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waymark_poller = tokio::spawn(poll_waymark(
+        api_port,
+        waymark_pending.clone(),
+        flips_done.clone(),
+    ));
     let cdns_latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
@@ -794,7 +921,7 @@ async fn run(
         let name = format!("{round}-{i}");
         let pod = name.clone();
         let pod_api = pod_api.clone();
-        let latencies = latencies.clone();
+        let waymark_pending = waymark_pending.clone();
         let cdns_latencies = cdns_latencies.clone();
         let service_id = service_ids[i / 1000].clone();
         let dns_name = endpoint_name(pod_ip(i), &format!("{round}-{}", i / 1000));
@@ -804,21 +931,8 @@ async fn run(
             let status = json!({"status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}});
             pod_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
             let t0 = Instant::now();
-            let waymark = async {
-                let want = if ready { "HEALTHY" } else { "UNHEALTHY" };
-                let body = json!({"ServiceId": service_id, "Instances": [name]}).to_string();
-                loop {
-                    let got = post(api_port, "GetInstancesHealthStatus", &body).await;
-                    if got.as_ref().and_then(|g| g["Status"][&name].as_str()) == Some(want) {
-                        latencies.lock().unwrap().push((n, t0.elapsed().as_secs_f64() * 1000.0));
-                        return;
-                    }
-                    if t0.elapsed() > Duration::from_secs(30) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            };
+            let want = if ready { "HEALTHY" } else { "UNHEALTHY" };
+            waymark_pending.lock().unwrap().push(Pending { n, service_id, name, want, t0 });
             // CoreDNS is polled on its own runtime, so the Waymark poll
             // loop runs on this one exactly as without CoreDNS.
             let coredns = cdns_addr.map(|addr| {
@@ -828,7 +942,6 @@ async fn run(
                     }
                 })
             });
-            waymark.await;
             if let Some(coredns) = coredns {
                 let _ = coredns.await;
             }
@@ -837,6 +950,8 @@ async fn run(
     for t in tasks {
         let _ = t.await;
     }
+    flips_done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let waymark_by_flip = waymark_poller.await.unwrap();
     let flips_took = flips_started.elapsed();
     dns_runtime.shutdown_background();
     let histogram_after = event_histogram(metrics_port).await;
@@ -857,7 +972,6 @@ async fn run(
             * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
         (busy - ours).max(0.0)
     ));
-    let waymark_by_flip = latencies.lock().unwrap().clone();
     let mut l: Vec<f64> = waymark_by_flip.iter().map(|(_, ms)| *ms).collect();
     println!(
         "{pods} pods: created+IPs in {:.1} s, all registered after {:.1} s; readiness flips at 200/s: \
