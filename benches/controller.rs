@@ -32,6 +32,10 @@
 //!    [`coredns_latency`]) so its load stays bounded when CoreDNS is seconds
 //!    behind.
 //!
+//! The bench also watches the pods itself, which splits Waymark's figure into
+//! "patch → pod watch event" (the API server) and "pod watch event → visible"
+//! (Waymark), as the EndpointSlice watch splits CoreDNS's.
+//!
 //! Also prints Waymark's own event → registry histogram for the flips, the CPU
 //! time each process used during them (and what other processes on the
 //! machine used), per-second medians, and memory per pod: the growth of each
@@ -521,6 +525,76 @@ fn watch_slices(kubeconfig: PathBuf) -> SliceView {
     rx
 }
 
+/// Every readiness value each pod was seen with, and when.
+type PodView = Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<(bool, Instant)>>>>;
+
+/// Watches this namespace's pods on a thread of its own and records when
+/// each pod's `Ready` condition changes: the moment the API server's watch
+/// delivered the change, which splits Waymark's figure into "patch → watch
+/// event" (the API server) and "watch event → visible" (Waymark). Returns
+/// once the initial list is in; stops when `stop` is dropped.
+async fn watch_pod_readiness(
+    kubeconfig: PathBuf,
+    stop: tokio::sync::watch::Receiver<()>,
+) -> PodView {
+    use kube::runtime::watcher;
+    let view: PodView = Default::default();
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
+    let out = view.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut stop = stop;
+            let api: Api<Pod> = Api::namespaced(client(&kubeconfig).await, NS);
+            let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+            let mut listed = Some(listed_tx);
+            loop {
+                let ev = tokio::select! {
+                    ev = events.next() => ev,
+                    _ = stop.changed() => return,
+                };
+                let pod = match ev {
+                    Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        if let Some(tx) = listed.take() {
+                            let _ = tx.send(());
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let at = Instant::now();
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.status == "True");
+                let mut view = out.lock().unwrap();
+                let seen = view
+                    .entry(pod.metadata.name.unwrap_or_default())
+                    .or_default();
+                if seen.last().is_none_or(|(r, _)| *r != ready) {
+                    seen.push((ready, at));
+                }
+            }
+        });
+    });
+    let _ = listed_rx.await;
+    view
+}
+
+/// Milliseconds from `t0` to `at`, negative when `at` came first.
+fn ms_since(t0: Instant, at: Instant) -> f64 {
+    match at.checked_duration_since(t0) {
+        Some(d) => d.as_secs_f64() * 1000.0,
+        None => -(t0 - at).as_secs_f64() * 1000.0,
+    }
+}
+
 async fn client(kubeconfig: &Path) -> kube::Client {
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
@@ -903,6 +977,9 @@ async fn run(
         .unwrap();
     let flips_started = Instant::now();
     let cdns_addr = coredns.as_ref().map(|c| c.addr);
+    let (stop_pod_view, pod_view_stop) = tokio::sync::watch::channel(());
+    let pod_view = watch_pod_readiness(kubeconfig.to_path_buf(), pod_view_stop).await;
+    let flip_meta = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let histogram_before = event_histogram(metrics_port).await;
     let waymark_pending = Arc::new(std::sync::Mutex::new(Vec::new()));
     let flips_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -922,6 +999,7 @@ async fn run(
         let pod = name.clone();
         let pod_api = pod_api.clone();
         let waymark_pending = waymark_pending.clone();
+        let flip_meta = flip_meta.clone();
         let cdns_latencies = cdns_latencies.clone();
         let service_id = service_ids[i / 1000].clone();
         let dns_name = endpoint_name(pod_ip(i), &format!("{round}-{}", i / 1000));
@@ -932,6 +1010,7 @@ async fn run(
             pod_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
             let t0 = Instant::now();
             let want = if ready { "HEALTHY" } else { "UNHEALTHY" };
+            flip_meta.lock().unwrap().insert(n, (name.clone(), ready, t0));
             waymark_pending.lock().unwrap().push(Pending { n, service_id, name, want, t0 });
             // CoreDNS is polled on its own runtime, so the Waymark poll
             // loop runs on this one exactly as without CoreDNS.
@@ -953,6 +1032,30 @@ async fn run(
     flips_done.store(true, std::sync::atomic::Ordering::SeqCst);
     let waymark_by_flip = waymark_poller.await.unwrap();
     let flips_took = flips_started.elapsed();
+    drop(stop_pod_view);
+    // Split each Waymark figure at the moment the bench's own pod watch saw
+    // the change: a pod flips at most every 5 s, so the first matching
+    // change from 2 s before the ack on is this flip's.
+    let (mut to_event, mut after_event, mut before_ack) = (Vec::new(), Vec::new(), 0);
+    {
+        let view = pod_view.lock().unwrap();
+        let meta = flip_meta.lock().unwrap();
+        for (n, ms) in &waymark_by_flip {
+            let Some((name, ready, t0)) = meta.get(n) else {
+                continue;
+            };
+            let Some(&(_, at)) = view.get(name).and_then(|seen| {
+                seen.iter()
+                    .find(|(r, at)| r == ready && ms_since(*t0, *at) > -2000.0)
+            }) else {
+                continue;
+            };
+            let event = ms_since(*t0, at);
+            before_ack += usize::from(event < 0.0);
+            to_event.push(event.max(0.0));
+            after_event.push(ms - event.max(0.0));
+        }
+    }
     dns_runtime.shutdown_background();
     let histogram_after = event_histogram(metrics_port).await;
     let busy = machine_busy_seconds() - busy_before;
@@ -981,6 +1084,12 @@ async fn run(
         stats(&mut l),
         rss_after.saturating_sub(rss_before) as f64 / 1e6,
         rss_after.saturating_sub(rss_before) as f64 / pods as f64,
+    );
+    println!(
+        "{pods} pods: Waymark path split: patch ack → pod watch event (bench's own watch) {}; \
+         pod watch event → visible in Waymark {} ({before_ack} events arrived before the ack, counted as 0)",
+        stats(&mut to_event),
+        stats(&mut after_event),
     );
     let Some(coredns) = coredns else {
         println!("{pods} pods: CoreDNS skipped (see above)");
