@@ -86,6 +86,17 @@ fn rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The number of threads of a process (each holds a stack and, with glibc,
+/// possibly a malloc arena of its own: part of its RSS).
+fn threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU time (user + system, seconds) a process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -914,6 +925,7 @@ async fn run(
     let registered = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss_bytes(pid);
+    let threads_after = threads(pid);
     // Every pod in the EndpointSlices (as not-ready endpoints) before flipping.
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
     while coredns_bin.is_some() && slice_endpoints(&slices, &round).await < pods {
@@ -1078,12 +1090,13 @@ async fn run(
     let mut l: Vec<f64> = waymark_by_flip.iter().map(|(_, ms)| *ms).collect();
     println!(
         "{pods} pods: created+IPs in {:.1} s, all registered after {:.1} s; readiness flips at 200/s: \
-         {}; controller RSS +{:.1} MB = {:.0} bytes/pod",
+         {}; controller RSS +{:.1} MB = {:.0} bytes/pod ({threads_after} threads; {} after the flips)",
         created.as_secs_f64(),
         registered.as_secs_f64(),
         stats(&mut l),
         rss_after.saturating_sub(rss_before) as f64 / 1e6,
         rss_after.saturating_sub(rss_before) as f64 / pods as f64,
+        threads(pid),
     );
     println!(
         "{pods} pods: Waymark path split: patch ack → pod watch event (bench's own watch) {}; \
@@ -1185,10 +1198,11 @@ async fn run(
     let (rss, cdns_rss) = (rss_bytes(pid), rss_bytes(coredns.child.0.id()));
     println!(
         "{pods} pods: all Ready and in CoreDNS after {:.1} s; RSS growth since before the pods: \
-         Waymark +{:.1} MB = {:.0} bytes/pod, CoreDNS +{:.1} MB = {:.0} bytes/pod",
+         Waymark +{:.1} MB = {:.0} bytes/pod ({} threads), CoreDNS +{:.1} MB = {:.0} bytes/pod",
         visible.as_secs_f64(),
         rss.saturating_sub(rss_before) as f64 / 1e6,
         rss.saturating_sub(rss_before) as f64 / pods as f64,
+        threads(pid),
         cdns_rss.saturating_sub(cdns_rss_before) as f64 / 1e6,
         cdns_rss.saturating_sub(cdns_rss_before) as f64 / pods as f64,
     );
