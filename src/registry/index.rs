@@ -161,11 +161,19 @@ impl Index {
                 if let Some(entry) = self.services.get_mut(&*inst.service_id) {
                     // A service's instances repeat its id and, nearly always,
                     // one owner: keep one copy of each (most of an instance's
-                    // memory otherwise).
-                    if let Some((_, other)) = entry.instances.first_key_value() {
+                    // memory otherwise). The neighbours in id order are the
+                    // likeliest to share the owner (instances are restored in
+                    // that order, and one owner's ids tend to share a prefix).
+                    use std::ops::Bound::{Excluded, Unbounded};
+                    let id = inst.id.as_str();
+                    let mut before = entry.instances.range::<str, _>((Unbounded, Excluded(id)));
+                    let after = entry.instances.range::<str, _>((Excluded(id), Unbounded));
+                    for other in before.next_back().into_iter().chain(after.take(1)) {
+                        let other = other.1;
                         inst.service_id = Arc::clone(&other.service_id);
                         if other.owner == inst.owner {
                             inst.owner = Arc::clone(&other.owner);
+                            break;
                         }
                     }
                     if entry.instances.insert(inst.id.clone(), inst).is_none() {

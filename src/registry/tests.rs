@@ -915,3 +915,52 @@ fn custom_health_of_controller_instances_is_reported_through_the_api_only_when_l
             .is_err()
     );
 }
+
+#[test]
+fn instances_share_their_service_id_and_owner_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let open = || {
+        Registry::open(
+            Box::new(RedbStore::open(&data).unwrap()),
+            RegistryConfig::default(),
+        )
+        .unwrap()
+    };
+    let me = controller("ServiceDiscovery shop/web");
+    let svc_id = {
+        let reg = open();
+        let ns = create_ns(&reg, "share.local", NamespaceType::DnsPrivate);
+        let svc = create_svc(&reg, &ns, "web", a_records(), true);
+        register(
+            &reg,
+            &svc.id,
+            "manual",
+            &[(AWS_INSTANCE_IPV4, "10.9.9.9")],
+            Owner::Api,
+        )
+        .unwrap();
+        let want: Vec<DesiredInstance> = (0..3)
+            .map(|i| DesiredInstance {
+                id: format!("pod-{i}"),
+                attributes: attrs(&[(AWS_INSTANCE_IPV4, &format!("10.0.0.{i}"))]),
+                health: Some(HealthStatus::Healthy),
+            })
+            .collect();
+        reg.sync_instances(&svc.id, want, &me).unwrap();
+        svc.id
+    };
+    // Checked on the registry restored from the store: what the index
+    // builds at start-up must share as much as what it built at write time.
+    let reg = open();
+    let index = reg.read();
+    let get = |id: &str| index.instance(&svc_id, id).unwrap();
+    let (a, b, c, manual) = (get("pod-0"), get("pod-1"), get("pod-2"), get("manual"));
+    for other in [b, c, manual] {
+        assert!(Arc::ptr_eq(&a.service_id, &other.service_id));
+    }
+    assert!(Arc::ptr_eq(&a.owner, &b.owner) && Arc::ptr_eq(&b.owner, &c.owner));
+    assert_eq!(*a.owner, me);
+    assert_eq!(*manual.owner, Owner::Api, "an instance keeps its own owner");
+    assert_eq!(&*a.service_id, svc_id.as_str());
+}
