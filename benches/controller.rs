@@ -77,24 +77,24 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn rss_bytes(pid: u32) -> u64 {
+/// The first number of a field of `/proc/PID/status` (0 when unreadable).
+fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    status_field(pid, "VmRSS") * 1024
 }
 
 /// The number of threads of a process (each holds a stack and, with glibc,
 /// possibly a malloc arena of its own: part of its RSS).
 fn threads(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    status_field(pid, "Threads")
 }
 
 /// CPU time (user + system, seconds) a process has used so far.
@@ -153,19 +153,14 @@ fn loadavg() -> String {
         .join(" ")
 }
 
+/// One call to Waymark's API on a connection of its own.
 async fn post(api_port: u16, op: &str, body: &str) -> Option<serde_json::Value> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", api_port))
-        .await
-        .ok()?;
-    let req = format!(
-        "POST / HTTP/1.0\r\nX-Amz-Target: Route53AutoNaming_v20170314.{op}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.ok()?;
-    let text = String::from_utf8_lossy(&out);
-    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+    ApiConn {
+        port: api_port,
+        stream: None,
+    }
+    .post(op, body)
+    .await
 }
 
 /// A keep-alive HTTP/1.1 connection to Waymark's API (reopened on error).

@@ -21,14 +21,6 @@ pub struct ServiceEntry {
 }
 
 impl ServiceEntry {
-    /// The service id as its instances share it (a new copy when it has none).
-    pub fn shared_id(&self) -> Arc<str> {
-        self.instances.values().next().map_or_else(
-            || Arc::from(self.service.id.as_str()),
-            |i| Arc::clone(&i.service_id),
-        )
-    }
-
     /// The health Cloud Map reports for an instance of this service:
     /// `UNKNOWN` when the service has no health check.
     pub fn reported_health(&self, instance: &Instance) -> HealthStatus {

@@ -1289,7 +1289,9 @@ impl Registry {
         let mine = |owner: &Owner| check_owner(String::new, owner, actor).is_ok();
         // One copy of the owner for every instance this sync writes.
         let owner = Arc::new(actor.clone());
-        let service_arc = entry.shared_id();
+        // Likewise the service id (the index then shares it with the
+        // service's other instances).
+        let service_arc: Arc<str> = Arc::from(service_id);
         let now = now_millis();
         let mut outcome = SyncOutcome::default();
         let mut keep = std::collections::HashSet::new();

@@ -9,6 +9,15 @@ fn attrs(pairs: &[(&str, &str)]) -> Attributes {
         .collect()
 }
 
+/// A registry on the redb store in `data` (opened anew each call).
+fn open_redb(data: &std::path::Path) -> Registry {
+    Registry::open(
+        Box::new(RedbStore::open(data).unwrap()),
+        RegistryConfig::default(),
+    )
+    .unwrap()
+}
+
 fn controller(object: &str) -> Owner {
     Owner::Controller {
         cluster: "c1".into(),
@@ -507,11 +516,7 @@ fn redb_store_restores_exactly_the_same_registry() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (ns, svc, op_count, snapshot) = {
-        let reg = Registry::open(
-            Box::new(RedbStore::open(&data).unwrap()),
-            RegistryConfig::default(),
-        )
-        .unwrap();
+        let reg = open_redb(&data);
         let ns = create_ns(&reg, "quickship.local", NamespaceType::DnsPrivate);
         let svc = create_svc(&reg, &ns, "inventory-manager", a_records(), true);
         register(
@@ -536,11 +541,7 @@ fn redb_store_restores_exactly_the_same_registry() {
         let entry = index.service(&svc.id).unwrap().clone();
         (ns, svc.id.clone(), index.operation_count(), entry)
     };
-    let reg = Registry::open(
-        Box::new(RedbStore::open(&data).unwrap()),
-        RegistryConfig::default(),
-    )
-    .unwrap();
+    let reg = open_redb(&data);
     let index = reg.read();
     assert!(index.namespace(&ns).is_some());
     assert_eq!(index.namespace_by_zone("QuickShip.Local.").unwrap().id, ns);
@@ -920,13 +921,7 @@ fn custom_health_of_controller_instances_is_reported_through_the_api_only_when_l
 fn instances_share_their_service_id_and_owner_also_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let open = || {
-        Registry::open(
-            Box::new(RedbStore::open(&data).unwrap()),
-            RegistryConfig::default(),
-        )
-        .unwrap()
-    };
+    let open = || open_redb(&data);
     let me = controller("ServiceDiscovery shop/web");
     let svc_id = {
         let reg = open();
