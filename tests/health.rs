@@ -23,7 +23,7 @@ use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 use aws_sdk_servicediscovery::types::*;
 use harness::support::{Options, http_get};
-use harness::{SdkClient, Server, wait_op};
+use harness::{SdkClient, Server, http_namespace, private_namespace, wait_op};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -186,29 +186,6 @@ fn waymark() -> Server {
         .to_vec(),
         dns: true,
     })
-}
-
-async fn private_namespace(client: &Client, name: &str) -> String {
-    let op = client
-        .create_private_dns_namespace()
-        .name(name)
-        .vpc("vpc-1")
-        .send()
-        .await
-        .unwrap();
-    let op = wait_op(client, op.operation_id().unwrap()).await;
-    op.targets().unwrap()[&OperationTargetType::Namespace].clone()
-}
-
-async fn http_namespace(client: &Client, name: &str) -> String {
-    let op = client
-        .create_http_namespace()
-        .name(name)
-        .send()
-        .await
-        .unwrap();
-    let op = wait_op(client, op.operation_id().unwrap()).await;
-    op.targets().unwrap()[&OperationTargetType::Namespace].clone()
 }
 
 fn record(t: RecordType) -> DnsRecord {

@@ -71,3 +71,28 @@ pub async fn wait_op(client: &Client, op: &str) -> aws_sdk_servicediscovery::typ
     );
     op
 }
+
+/// Creates an HTTP namespace and returns its id once the operation succeeded.
+pub async fn http_namespace(client: &Client, name: &str) -> String {
+    let op = client
+        .create_http_namespace()
+        .name(name)
+        .send()
+        .await
+        .unwrap();
+    let op = wait_op(client, op.operation_id().unwrap()).await;
+    op.targets().unwrap()[&aws_sdk_servicediscovery::types::OperationTargetType::Namespace].clone()
+}
+
+/// Creates a private DNS namespace and returns its id once the operation succeeded.
+pub async fn private_namespace(client: &Client, name: &str) -> String {
+    let op = client
+        .create_private_dns_namespace()
+        .name(name)
+        .vpc("vpc-0123")
+        .send()
+        .await
+        .unwrap();
+    let op = wait_op(client, op.operation_id().unwrap()).await;
+    op.targets().unwrap()[&aws_sdk_servicediscovery::types::OperationTargetType::Namespace].clone()
+}

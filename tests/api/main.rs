@@ -10,34 +10,11 @@ use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 use aws_sdk_servicediscovery::operation::create_http_namespace::CreateHttpNamespaceError;
 use aws_sdk_servicediscovery::operation::create_service::CreateServiceError;
 use aws_sdk_servicediscovery::types::*;
-use harness::{SdkClient, Server, wait_op};
+use harness::{SdkClient, Server, http_namespace, private_namespace, wait_op};
 
 /// The error code (`__type`) of a failed call.
 fn code<E: ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or("<none>").to_string()
-}
-
-async fn http_namespace(client: &Client, name: &str) -> String {
-    let op = client
-        .create_http_namespace()
-        .name(name)
-        .send()
-        .await
-        .unwrap();
-    let op = wait_op(client, op.operation_id().unwrap()).await;
-    op.targets().unwrap()[&OperationTargetType::Namespace].clone()
-}
-
-async fn private_namespace(client: &Client, name: &str) -> String {
-    let op = client
-        .create_private_dns_namespace()
-        .name(name)
-        .vpc("vpc-0123")
-        .send()
-        .await
-        .unwrap();
-    let op = wait_op(client, op.operation_id().unwrap()).await;
-    op.targets().unwrap()[&OperationTargetType::Namespace].clone()
 }
 
 fn record(t: RecordType, ttl: i64) -> DnsRecord {
