@@ -5,7 +5,6 @@
 
 pub mod discover;
 mod handlers;
-mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,203 @@
+//! Instances: `RegisterInstance`, `DeregisterInstance`, `GetInstance`,
+//! `ListInstances`, `GetInstancesHealthStatus`,
+//! `UpdateInstanceCustomHealthStatus`.
+
+use serde_json::{Map, Value, json};
+
+use super::common::*;
+use super::{API, Result};
+use crate::api::ApiError;
+use crate::registry::ids::{self, ResourceKind};
+use crate::registry::model::*;
+use crate::registry::validate;
+use crate::registry::{self as reg, Registry};
+
+pub(super) fn register_instance(registry: &Registry, req: wire::RegisterInstance) -> Result<Value> {
+    let outcome = registry.register_instance(reg::RegisterInstance {
+        service_id: required_str(req.service_id, "ServiceId")?,
+        instance_id: required_str(req.instance_id, "InstanceId")?,
+        attributes: required(req.attributes, "Attributes")?.into(),
+        creator_request_id: req.creator_request_id,
+        owner: API,
+    })?;
+    let op = outcome
+        .operation
+        .ok_or_else(|| ApiError::new("InternalFailure", "no operation was recorded"))?;
+    Ok(operation_id(&op))
+}
+
+pub(super) fn deregister_instance(registry: &Registry, req: wire::InstanceRef) -> Result<Value> {
+    let service_id = required_str(req.service_id, "ServiceId")?;
+    let instance_id = required_str(req.instance_id, "InstanceId")?;
+    let outcome = registry.deregister_instance(&service_id, &instance_id, &API)?;
+    let op = outcome
+        .operation
+        .ok_or_else(|| ApiError::new("InternalFailure", "no operation was recorded"))?;
+    Ok(operation_id(&op))
+}
+
+fn instance_not_found(service_id: &str, instance_id: &str) -> ApiError {
+    reg::Error::InstanceNotFound {
+        service_id: service_id.to_string(),
+        instance_id: instance_id.to_string(),
+    }
+    .into()
+}
+
+pub(super) fn get_instance(registry: &Registry, req: wire::InstanceRef) -> Result<Value> {
+    let service_id = required_str(req.service_id, "ServiceId")?;
+    let instance_id = required_str(req.instance_id, "InstanceId")?;
+    with_service(registry, &service_id, |_, entry| {
+        let inst = entry
+            .instances
+            .get(&instance_id)
+            .ok_or_else(|| instance_not_found(&entry.service.id, &instance_id))?;
+        let account = &registry.config().scope.account;
+        let mut i = Map::new();
+        i.insert("Id".into(), inst.id.clone().into());
+        if let Some(c) = &inst.creator_request_id {
+            i.insert("CreatorRequestId".into(), c.clone().into());
+        }
+        i.insert("Attributes".into(), json!(inst.attributes));
+        i.insert("CreatedByAccount".into(), account.clone().into());
+        Ok(json!({ "ResourceOwner": account, "Instance": i }))
+    })
+}
+
+pub(super) fn list_instances(registry: &Registry, req: wire::ListInstances) -> Result<Value> {
+    let service_id = required_str(req.service_id, "ServiceId")?;
+    let max = max_results(req.max_results, 100, 100)?;
+    with_service(registry, &service_id, |_, entry| {
+        let account = &registry.config().scope.account;
+        let items = entry
+            .instances
+            .values()
+            .map(|i| {
+                (
+                    i.id.clone(),
+                    json!({"Id": i.id, "Attributes": i.attributes, "CreatedByAccount": account}),
+                )
+            })
+            .collect();
+        let (page, next) = paginate(items, req.next_token, max)?;
+        let mut out = page_json("Instances", page, next);
+        out["ResourceOwner"] = account.clone().into();
+        Ok(out)
+    })
+}
+
+pub(super) fn get_instances_health_status(
+    registry: &Registry,
+    req: wire::GetInstancesHealthStatus,
+) -> Result<Value> {
+    let service_id = required_str(req.service_id, "ServiceId")?;
+    let max = max_results(req.max_results, 100, 100)?;
+    if let Some(list) = &req.instances {
+        if list.is_empty() {
+            return Err(ApiError::invalid(
+                "Instances must list at least one instance id",
+            ));
+        }
+        for id in list {
+            validate::instance_id(id).map_err(ApiError::from)?;
+        }
+    }
+    with_service(registry, &service_id, |_, entry| {
+        let chosen: Vec<&Instance> = match &req.instances {
+            Some(list) => list
+                .iter()
+                .map(|id| {
+                    entry
+                        .instances
+                        .get(id)
+                        .ok_or_else(|| instance_not_found(&entry.service.id, id))
+                })
+                .collect::<Result<_>>()?,
+            None => entry.instances.values().collect(),
+        };
+        let items = chosen
+            .into_iter()
+            .map(|i| {
+                (
+                    i.id.clone(),
+                    (i.id.clone(), entry.reported_health(i).as_str()),
+                )
+            })
+            .collect();
+        let (page, next) = paginate(items, req.next_token, max)?;
+        let status: Map<String, Value> = page.into_iter().map(|(id, h)| (id, h.into())).collect();
+        let mut out = json!({ "Status": status });
+        if let Some(n) = next {
+            out["NextToken"] = n.into();
+        }
+        Ok(out)
+    })
+}
+
+pub(super) fn update_custom_health(
+    registry: &Registry,
+    req: wire::UpdateCustomHealth,
+) -> Result<()> {
+    let service_id = required_str(req.service_id, "ServiceId")?;
+    let instance_id = required_str(req.instance_id, "InstanceId")?;
+    let status = match required_str(req.status, "Status")?.as_str() {
+        "HEALTHY" => HealthStatus::Healthy,
+        "UNHEALTHY" => HealthStatus::Unhealthy,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "Status {other:?} is not one of HEALTHY, UNHEALTHY"
+            )));
+        }
+    };
+    let bare = ids::strip_arn(&service_id, ResourceKind::Service);
+    registry.update_custom_health(bare, &instance_id, status, &API)?;
+    Ok(())
+}
+
+/// The request shapes of these operations.
+mod wire {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct RegisterInstance {
+        pub service_id: Option<String>,
+        pub instance_id: Option<String>,
+        pub creator_request_id: Option<String>,
+        pub attributes: Option<BTreeMap<String, String>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct InstanceRef {
+        pub service_id: Option<String>,
+        pub instance_id: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct ListInstances {
+        pub service_id: Option<String>,
+        pub next_token: Option<String>,
+        pub max_results: Option<i64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct GetInstancesHealthStatus {
+        pub service_id: Option<String>,
+        pub instances: Option<Vec<String>>,
+        pub next_token: Option<String>,
+        pub max_results: Option<i64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct UpdateCustomHealth {
+        pub service_id: Option<String>,
+        pub instance_id: Option<String>,
+        pub status: Option<String>,
+    }
+}
