@@ -25,6 +25,7 @@
 pub mod handler;
 pub mod metrics;
 pub mod resolve;
+pub mod routing;
 pub mod wire;
 
 use std::io::{IoSlice, IoSliceMut};
