@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use waymark::registry::model::*;
-use waymark::registry::{Change, RedbStore, Registry, RegistryConfig, Store, now_millis};
+use waymark::registry::{Change, Commit, RedbStore, Registry, RegistryConfig, Store, now_millis};
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -54,7 +54,12 @@ fn main() {
             owner: owner.clone(),
             tags: vec![],
         };
-        store.commit(&[Change::PutNamespace(ns.clone())]).unwrap();
+        store
+            .commit(Commit {
+                changes: &[Change::PutNamespace(ns.clone())],
+                existed: &[false],
+            })
+            .unwrap();
         let services = total.div_ceil(per_service);
         for s in 0..services {
             let sid = format!("srv-bench{s:011}");
@@ -114,7 +119,12 @@ fn main() {
                     update_date: now,
                 }));
             }
-            store.commit(&batch).unwrap();
+            store
+                .commit(Commit {
+                    changes: &batch,
+                    existed: &vec![false; batch.len()],
+                })
+                .unwrap();
         }
     }
     let db_size = std::fs::metadata(data.join("registry.redb")).unwrap().len();

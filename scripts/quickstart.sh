@@ -38,6 +38,8 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v dig >/dev/null || need+=(dnsutils)
+# protoc (protobuf-compiler): building Waymark compiles etcd's protos (the etcd client crate).
+command -v protoc >/dev/null || need+=(protobuf-compiler)
 if ((${#need[@]})); then
   log "installing Debian packages: ${need[*]}"
   if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi

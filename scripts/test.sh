@@ -25,6 +25,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 # dig (dnsutils): the DNS tests query the server with the real dig.
 command -v dig >/dev/null || need+=(dnsutils)
+# protoc (protobuf-compiler): the etcd client crate compiles etcd's protos when Waymark builds.
+command -v protoc >/dev/null || need+=(protobuf-compiler)
 if ((${#need[@]})); then
   log "installing Debian packages: ${need[*]}"
   if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi

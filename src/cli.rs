@@ -127,9 +127,9 @@ pub struct RunArgs {
 /// Flags of `waymark serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Directory of the embedded registry database; created if missing.
-    #[arg(long, env = "WAYMARK_DATA_DIR", default_value = "waymark-data")]
-    pub data_dir: PathBuf,
+    /// Where the registry lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Address of the Cloud Map API (AWS JSON 1.1 over HTTP; point SDKs' endpoint URL here).
     #[arg(long, env = "WAYMARK_API_ADDR", default_value = "127.0.0.1:8080")]
     pub api_addr: SocketAddr,
@@ -151,6 +151,113 @@ pub struct ServeArgs {
     /// Active health checks (HTTP, HTTPS, TCP).
     #[command(flatten)]
     pub probe: ProbeArgs,
+}
+
+/// Where the registry lives: the embedded store (one replica) or etcd
+/// (several replicas, several clusters).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// `embedded` (the database in --data-dir) or `etcd://host:port[,host:port…]` (a registry
+    /// shared by every replica and cluster pointed at the same etcd and --etcd-prefix).
+    #[arg(long = "store", env = "WAYMARK_STORE", default_value = "embedded", value_parser = parse_store)]
+    pub store: StoreKind,
+    /// Directory of the embedded registry database; created if missing.
+    #[arg(long, env = "WAYMARK_DATA_DIR", default_value = "waymark-data")]
+    pub data_dir: PathBuf,
+    /// Key prefix of the registry in etcd (several registries can share one etcd).
+    #[arg(long, env = "WAYMARK_ETCD_PREFIX", default_value = "/waymark/", value_parser = parse_prefix)]
+    pub etcd_prefix: String,
+    /// CA bundle that signed the etcd servers' certificates (turns TLS on).
+    #[arg(long, env = "WAYMARK_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate for etcd (PEM; with --etcd-key; turns TLS on).
+    #[arg(long, env = "WAYMARK_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Key of the etcd client certificate (PEM).
+    #[arg(long, env = "WAYMARK_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user name (with --etcd-password).
+    #[arg(long, env = "WAYMARK_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd password (prefer the WAYMARK_ETCD_PASSWORD environment variable).
+    #[arg(long, env = "WAYMARK_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// Seconds an etcd request may take before it fails (retryably).
+    #[arg(long, env = "WAYMARK_ETCD_TIMEOUT_SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub etcd_timeout_seconds: Duration,
+    /// Seconds a replica may go without confirming it holds etcd's latest state before
+    /// `/readyz` and `waymark_store_stale` report it stale.
+    #[arg(long, env = "WAYMARK_STALE_AFTER_SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub stale_after_seconds: Duration,
+    /// Most operations in one etcd transaction: etcd's own --max-txn-ops (128 unless raised).
+    /// Larger controller syncs are split into several transactions.
+    #[arg(long, env = "WAYMARK_ETCD_MAX_TXN_OPS", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
+    pub etcd_max_txn_ops: u32,
+}
+
+/// The kind of store `--store` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded database in `--data-dir`.
+    Embedded,
+    /// etcd at these `host:port` endpoints.
+    Etcd(Vec<String>),
+}
+
+fn parse_store(s: &str) -> Result<StoreKind, String> {
+    if s == "embedded" {
+        return Ok(StoreKind::Embedded);
+    }
+    registry::EtcdConfig::from_url(s).map(|c| StoreKind::Etcd(c.endpoints))
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(
+            "an etcd prefix is a non-empty key prefix without spaces, such as /waymark/".into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
+impl StoreArgs {
+    /// Opens the store these flags name. Blocking (it may read a file or
+    /// connect): call it off the async workers.
+    pub fn open(&self) -> Result<Box<dyn registry::Store>, registry::Error> {
+        match &self.store {
+            StoreKind::Embedded => Ok(Box::new(RedbStore::open(&self.data_dir)?)),
+            StoreKind::Etcd(endpoints) => {
+                let tls =
+                    (self.etcd_ca.is_some() || self.etcd_cert.is_some() || self.etcd_key.is_some())
+                        .then(|| registry::EtcdTls {
+                            ca: self.etcd_ca.clone(),
+                            cert: self.etcd_cert.clone(),
+                            key: self.etcd_key.clone(),
+                        });
+                let user = match (&self.etcd_username, &self.etcd_password) {
+                    (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(registry::StoreError::Refused(
+                            "--etcd-username and --etcd-password go together".into(),
+                        )
+                        .into());
+                    }
+                };
+                let config = registry::EtcdConfig {
+                    endpoints: endpoints.clone(),
+                    prefix: self.etcd_prefix.clone(),
+                    tls,
+                    user,
+                    request_timeout: self.etcd_timeout_seconds,
+                    stale_after: self.stale_after_seconds,
+                    max_txn_ops: self.etcd_max_txn_ops as usize,
+                };
+                Ok(Box::new(registry::EtcdStore::connect(config)?))
+            }
+        }
+    }
 }
 
 /// Flags of the active health checks.
@@ -305,7 +412,7 @@ async fn run_registry(
     controller: Option<(kube::Client, controller::Config)>,
 ) -> Result<(), Error> {
     let ServeArgs {
-        data_dir,
+        store,
         api_addr,
         dns_addr,
         dns_public_addr,
@@ -323,7 +430,6 @@ async fn run_registry(
     }
 
     let started = std::time::Instant::now();
-    let store = RedbStore::open(&data_dir).map_err(registry::Error::from)?;
     let config = RegistryConfig {
         scope: ArnScope {
             region,
@@ -331,14 +437,16 @@ async fn run_registry(
         },
         ..RegistryConfig::default()
     };
-    // Loading reads the whole store; keep it off the async workers.
+    // Opening connects or reads files, and loading reads the whole store:
+    // keep both off the async workers.
     let registry =
-        tokio::task::spawn_blocking(move || Registry::open(Box::new(store), config)).await??;
+        tokio::task::spawn_blocking(move || Registry::open(store.open()?, config)).await??;
     let registry = Arc::new(registry);
+    registry.follow()?;
     {
         let index = registry.read();
         info!(
-            data_dir = %data_dir.display(),
+            store = %registry.store_description(),
             namespaces = index.namespace_total(),
             services = index.service_total(),
             instances = index.instance_count(),

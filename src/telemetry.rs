@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, IntGauge, Opts, TextEncoder};
+use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Opts, TextEncoder};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -80,14 +80,20 @@ pub fn init_logging(directive: &str, format: LogFormat) -> Result<(), Error> {
     result.map_err(|_| Error::AlreadyInitialised)
 }
 
-/// Exposes the registry's sizes as gauges, computed at scrape time from the
-/// index so the write path carries no metrics bookkeeping.
+/// Exposes the registry's sizes and its store's freshness as gauges,
+/// computed at scrape time from the index and the store so the write path
+/// carries no metrics bookkeeping.
 struct RegistryCollector {
     registry: Arc<Registry>,
     namespaces: IntGauge,
     services: IntGauge,
     instances: IntGauge,
     operations: IntGauge,
+    store_stale: IntGauge,
+    store_revision: IntGauge,
+    store_lag: Gauge,
+    store_conflicts: IntCounter,
+    store_relists: IntCounter,
     descs: Vec<Desc>,
 }
 
@@ -101,16 +107,51 @@ impl RegistryCollector {
             "waymark_registry_operations",
             "Operation records retained for GetOperation/ListOperations.",
         )?;
-        let descs = [&namespaces, &services, &instances, &operations]
-            .iter()
-            .flat_map(|m| m.desc().into_iter().cloned())
-            .collect();
+        let store_stale = g(
+            "waymark_store_stale",
+            "1 while this replica cannot confirm it holds the shared store's latest state (reads are then answered from what it has).",
+        )?;
+        let store_revision = g(
+            "waymark_store_revision",
+            "The shared store revision this replica has applied (0 for the embedded store).",
+        )?;
+        let store_lag = Gauge::with_opts(Opts::new(
+            "waymark_store_lag_seconds",
+            "Seconds since this replica last confirmed it holds the shared store's latest state.",
+        ))?;
+        let store_conflicts = IntCounter::with_opts(Opts::new(
+            "waymark_store_conflicts_total",
+            "Writes refused because another replica changed what they were planned on (each is planned again).",
+        ))?;
+        let store_relists = IntCounter::with_opts(Opts::new(
+            "waymark_store_relists_total",
+            "Times this replica re-read the whole shared store (a watch lost to compaction).",
+        ))?;
+        let mut descs: Vec<Desc> = [
+            &namespaces,
+            &services,
+            &instances,
+            &operations,
+            &store_stale,
+            &store_revision,
+        ]
+        .iter()
+        .flat_map(|m| m.desc().into_iter().cloned())
+        .collect();
+        descs.extend(store_lag.desc().into_iter().cloned());
+        descs.extend(store_conflicts.desc().into_iter().cloned());
+        descs.extend(store_relists.desc().into_iter().cloned());
         Ok(Self {
             registry,
             namespaces,
             services,
             instances,
             operations,
+            store_stale,
+            store_revision,
+            store_lag,
+            store_conflicts,
+            store_relists,
             descs,
         })
     }
@@ -128,15 +169,30 @@ impl Collector for RegistryCollector {
         self.instances.set(index.instance_count() as i64);
         self.operations.set(index.operation_count() as i64);
         drop(index);
-        [
+        let store = self.registry.store_status();
+        self.store_stale.set(i64::from(store.stale.is_some()));
+        self.store_revision.set(store.revision);
+        self.store_lag.set(store.lag_seconds);
+        // Counters only move forward: add what the store counted since.
+        self.store_conflicts
+            .inc_by(store.conflicts.saturating_sub(self.store_conflicts.get()));
+        self.store_relists
+            .inc_by(store.relists.saturating_sub(self.store_relists.get()));
+        let mut out: Vec<MetricFamily> = [
             &self.namespaces,
             &self.services,
             &self.instances,
             &self.operations,
+            &self.store_stale,
+            &self.store_revision,
         ]
         .iter()
         .flat_map(|m| m.collect())
-        .collect()
+        .collect();
+        out.extend(self.store_lag.collect());
+        out.extend(self.store_conflicts.collect());
+        out.extend(self.store_relists.collect());
+        out
     }
 }
 
@@ -146,6 +202,8 @@ impl Collector for RegistryCollector {
 pub struct Telemetry {
     registry: prometheus::Registry,
     ready: Arc<AtomicBool>,
+    // For `/readyz`: a replica that cannot confirm it is current says so.
+    store: Arc<Registry>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -164,10 +222,11 @@ impl Telemetry {
         prom.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        prom.register(Box::new(RegistryCollector::new(registry)?))?;
+        prom.register(Box::new(RegistryCollector::new(registry.clone())?))?;
         Ok(Self {
             registry: prom,
             ready: Arc::new(AtomicBool::new(false)),
+            store: registry,
         })
     }
 
@@ -225,10 +284,15 @@ async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
     )
 }
 
+/// Ready once started (and, under `waymark run`, synced with the cluster),
+/// and not while the shared store cannot confirm this replica is current:
+/// a load balancer then prefers the replicas that are.
 async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
-    if t.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !t.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    match t.store.store_status().stale {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("stale: {why}\n")),
+        None => (StatusCode::OK, "ready\n".to_string()),
     }
 }

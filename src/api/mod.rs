@@ -109,6 +109,14 @@ impl From<registry::Error> for ApiError {
             registry::Error::TooManyTags { resource, .. } => {
                 Self::new(kind, message).with("ResourceName", resource)
             }
+            // Retryable: the SDKs retry a 503 on their own.
+            registry::Error::Store(ref store) if store.is_retryable() => {
+                tracing::warn!(error = %message, "registry write not applied (retryable)");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    ..Self::new(kind, message)
+                }
+            }
             registry::Error::Store(_) => {
                 tracing::error!(error = %message, "registry write failed");
                 Self {

@@ -166,6 +166,17 @@ pub struct SyncOutcome {
 }
 
 impl SyncOutcome {
+    /// Adds a later round of the same sync: its counts add up, and its
+    /// rejections (every round sees every desired instance it reaches, the
+    /// last one all of them) replace the earlier ones.
+    pub fn absorb(&mut self, later: SyncOutcome) {
+        self.registered += later.registered;
+        self.updated += later.updated;
+        self.health_changed += later.health_changed;
+        self.deregistered += later.deregistered;
+        self.rejected = later.rejected;
+    }
+
     /// Whether the registry changed.
     pub fn changed(&self) -> bool {
         self.registered + self.updated + self.health_changed + self.deregistered > 0

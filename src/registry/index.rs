@@ -206,6 +206,23 @@ impl Index {
         }
     }
 
+    /// Whether the record a change writes is in the index.
+    pub fn holds(&self, change: &Change) -> bool {
+        match change {
+            Change::PutNamespace(n) => self.namespaces.contains_key(&n.id),
+            Change::DeleteNamespace(id) => self.namespaces.contains_key(id),
+            Change::PutService(s) => self.services.contains_key(&s.id),
+            Change::DeleteService(id) => self.services.contains_key(id),
+            Change::PutInstance(i) => self.instance(&i.service_id, &i.id).is_some(),
+            Change::DeleteInstance {
+                service_id,
+                instance_id,
+            } => self.instance(service_id, instance_id).is_some(),
+            Change::PutOperation(o) => self.operations.contains_key(&o.id),
+            Change::DeleteOperation(id) => self.operations.contains_key(id),
+        }
+    }
+
     /// A namespace by id.
     pub fn namespace(&self, id: &str) -> Option<&Namespace> {
         self.namespaces.get(id)

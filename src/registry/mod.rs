@@ -26,8 +26,8 @@ pub mod store;
 pub mod validate;
 mod write;
 
-use std::sync::{Mutex, MutexGuard, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use attributes::StrMap;
 pub use commands::{
@@ -37,7 +37,10 @@ pub use commands::{
 pub use ids::ArnScope;
 pub use index::{Index, ServiceEntry};
 use model::EpochMillis;
-pub use store::{Change, MemoryStore, RedbStore, Store, StoreError};
+pub use store::{
+    Change, Commit, EtcdConfig, EtcdStore, EtcdTls, Follower, MemoryStore, RedbStore, Snapshot,
+    Store, StoreError, StoreStatus,
+};
 use validate::MAX_INSTANCES_PER_SERVICE;
 
 /// Errors of registry operations. Each variant maps onto one Cloud Map error
@@ -141,6 +144,7 @@ impl Error {
             Self::ServiceAttributesLimitExceeded(_) => "ServiceAttributesLimitExceededException",
             Self::TooManyTags { .. } => "TooManyTagsException",
             Self::CustomHealthNotFound(_) => "CustomHealthNotFound",
+            Self::Store(e) if e.is_retryable() => "ServiceUnavailable",
             Self::Store(_) => "InternalFailure",
         }
     }
@@ -231,14 +235,25 @@ impl Registry {
     /// commit and only then applied to the index. A plan that fails, or
     /// pushes nothing, changes nothing.
     ///
-    /// `plan` is `FnMut` so that a store which detects a conflicting writer
-    /// elsewhere can run it again on a fresher index.
+    /// On a shared store another replica may have written what the plan
+    /// read; the store then refuses the commit, and the plan runs again once
+    /// this replica has seen that write (so `plan` is `FnMut`).
     fn write<T>(&self, mut plan: impl FnMut(&Index, &mut Vec<Change>) -> Result<T>) -> Result<T> {
-        let _w = self.lock_writer();
-        let mut changes = Vec::new();
-        let out = plan(&self.read(), &mut changes)?;
-        self.commit(changes)?;
-        Ok(out)
+        let mut attempt = 1;
+        loop {
+            let writer = self.lock_writer();
+            let mut changes = Vec::new();
+            let out = plan(&self.read(), &mut changes)?;
+            match self.commit(changes) {
+                Ok(()) => return Ok(out),
+                Err(Error::Store(StoreError::Conflict { revision })) if attempt < MAX_ATTEMPTS => {
+                    drop(writer);
+                    attempt += 1;
+                    self.store.catch_up(revision, CATCH_UP_TIMEOUT)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Persists `changes` and then makes them visible to readers.
@@ -246,14 +261,74 @@ impl Registry {
         if changes.is_empty() {
             return Ok(());
         }
-        self.store.commit(&changes)?;
+        let existed: Vec<bool> = {
+            let index = self.read();
+            changes.iter().map(|c| index.holds(c)).collect()
+        };
+        self.store.commit(Commit {
+            changes: &changes,
+            existed: &existed,
+        })?;
+        self.apply(changes);
+        Ok(())
+    }
+
+    /// Applies changes to the index and wakes subscribers.
+    fn apply(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for c in changes {
             index.apply(c);
         }
         drop(index);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The most changes one commit may carry (the store's limit).
+    fn max_changes(&self) -> usize {
+        self.store.max_changes().unwrap_or(usize::MAX)
+    }
+
+    /// Starts following the store's other writers (shared stores; a no-op
+    /// for the embedded one). Call once, after [`Registry::open`].
+    pub fn follow(self: &Arc<Self>) -> Result<()> {
+        let follower: Arc<dyn Follower> = Arc::<Self>::clone(self);
+        self.store.follow(Arc::downgrade(&follower))?;
         Ok(())
+    }
+
+    /// Whether what this replica serves is known to be current.
+    pub fn store_status(&self) -> StoreStatus {
+        self.store.status()
+    }
+
+    /// Where the registry's data lives, for logs.
+    pub fn store_description(&self) -> String {
+        self.store.describe()
+    }
+}
+
+/// How often a write is planned again after conflicting with another
+/// replica's before it fails (retryably).
+const MAX_ATTEMPTS: u32 = 20;
+/// How long a conflicting write waits for this replica to catch up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Follower for Registry {
+    fn apply_remote(&self, accept: &mut dyn FnMut() -> Vec<Change>) {
+        let _writer = self.lock_writer();
+        self.apply(accept());
+    }
+
+    fn replace_all(&self, accept: &mut dyn FnMut() -> Snapshot) {
+        let _writer = self.lock_writer();
+        // Built before taking the index lock: readers keep the old index
+        // until the new one is complete, never a half-loaded one.
+        let fresh = Index::from_snapshot(accept());
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        self.generation.send_modify(|g| *g += 1);
     }
 }
 

@@ -2,15 +2,26 @@
 //!
 //! The registry keeps everything it serves in memory; a [`Store`] only has to
 //! persist changes atomically and durably and hand them back at start-up. The
-//! embedded [`RedbStore`] (`redb.rs`) is the default; another backend sits
-//! beside it as a second implementation of the same trait.
+//! embedded [`RedbStore`] (`redb.rs`) is the default; [`EtcdStore`]
+//! (`etcd.rs`) shares one registry between replicas and clusters.
+//!
+//! A shared store has other writers. It turns each commit into a conditional
+//! write — applied only if nothing the plan read has changed since — and
+//! reports [`StoreError::Conflict`] otherwise, so the registry plans again
+//! on a fresher index. It delivers the other writers' changes to a
+//! [`Follower`] (the registry), and says in [`Store::status`] whether what
+//! this replica serves is known to be current.
 
 use std::path::PathBuf;
+use std::sync::Weak;
+use std::time::Duration;
 
 use super::model::{Instance, Namespace, Operation, Service};
 
+mod etcd;
 mod redb;
 
+pub use self::etcd::{EtcdConfig, EtcdStore, EtcdTls};
 pub use self::redb::{DB_FILE, LOCK_FILE, RedbStore};
 
 /// Errors of the storage layer.
@@ -67,6 +78,30 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("cannot encode record: {0}")]
     Encode(#[source] serde_json::Error),
+    /// Another writer changed what the write was planned on; nothing was
+    /// written. The registry plans again once it has seen `revision`.
+    #[error(
+        "a concurrent write on another replica changed the records this write depends on (store revision {revision})"
+    )]
+    Conflict {
+        /// The store's revision when the write was refused.
+        revision: i64,
+    },
+    /// The store cannot take writes now (no quorum, unreachable, timed out).
+    /// Retryable: a write that timed out may still have been applied, and
+    /// then reaches this replica through its watch.
+    #[error("the registry store is unavailable: {0}")]
+    Unavailable(String),
+    /// The shared store refused the request or its configuration.
+    #[error("the registry store refused the request: {0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same request later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict { .. } | Self::Unavailable(_))
+    }
 }
 
 /// Result alias for storage operations.
@@ -98,6 +133,31 @@ pub enum Change {
     DeleteOperation(String),
 }
 
+impl Change {
+    /// Whether this change creates or removes a namespace or service, given
+    /// whether the record existed: such changes are serialised against each
+    /// other on shared stores (a namespace is only deleted empty, a name is
+    /// only taken once).
+    pub fn is_structural(&self, existed: bool) -> bool {
+        match self {
+            Self::PutNamespace(_) | Self::PutService(_) => !existed,
+            Self::DeleteNamespace(_) | Self::DeleteService(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One atomic write: the changes, and for each whether its record existed in
+/// the index the write was planned on (shared stores check that it still
+/// does, unchanged).
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    /// The changes, in order.
+    pub changes: &'a [Change],
+    /// `existed[i]`: the record `changes[i]` writes was in the index.
+    pub existed: &'a [bool],
+}
+
 /// Everything a store holds, as loaded at start-up.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
@@ -109,6 +169,37 @@ pub struct Snapshot {
     pub instances: Vec<Instance>,
     /// All retained operation records.
     pub operations: Vec<Operation>,
+    /// The store revision the snapshot was read at (0 for local stores).
+    pub revision: i64,
+}
+
+/// Whether what a replica serves is known to be current.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreStatus {
+    /// Why the replica may be serving stale data (store unreachable, watch
+    /// broken or lagging); `None` when it is current. Local stores are
+    /// always current.
+    pub stale: Option<String>,
+    /// The store revision this replica has applied (0 for local stores).
+    pub revision: i64,
+    /// Writes refused because another writer got there first (each one is
+    /// planned again).
+    pub conflicts: u64,
+    /// Times the replica re-read the whole store (a watch lost to
+    /// compaction, or broken for too long).
+    pub relists: u64,
+    /// Seconds since the replica last confirmed it is current.
+    pub lag_seconds: f64,
+}
+
+/// Receives the changes other writers commit to a shared store.
+pub trait Follower: Send + Sync {
+    /// Runs `accept` while no write of this replica is in progress and
+    /// applies the changes it returns, all at once for readers.
+    fn apply_remote(&self, accept: &mut dyn FnMut() -> Vec<Change>);
+    /// Replaces everything with the snapshot `accept` returns (after a
+    /// re-list), at once for readers.
+    fn replace_all(&self, accept: &mut dyn FnMut() -> Snapshot);
 }
 
 /// Durable storage for the registry.
@@ -116,8 +207,28 @@ pub trait Store: Send + Sync {
     /// Reads everything back.
     fn load(&self) -> StoreResult<Snapshot>;
     /// Persists a batch atomically; once this returns `Ok` the changes survive
-    /// a crash of the process or the machine.
-    fn commit(&self, changes: &[Change]) -> StoreResult<()>;
+    /// a crash of the process or the machine (or of a store member).
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<()>;
+    /// Starts delivering other writers' changes to `follower`, from the
+    /// revision [`Store::load`] read on. Local stores have no other writers.
+    fn follow(&self, _follower: Weak<dyn Follower>) -> StoreResult<()> {
+        Ok(())
+    }
+    /// After a [`StoreError::Conflict`]: waits until this replica has applied
+    /// the store up to `revision`.
+    fn catch_up(&self, _revision: i64, _timeout: Duration) -> StoreResult<()> {
+        Ok(())
+    }
+    /// The most changes one commit may carry, when the store limits it.
+    fn max_changes(&self) -> Option<usize> {
+        None
+    }
+    /// Whether this replica is current.
+    fn status(&self) -> StoreStatus {
+        StoreStatus::default()
+    }
+    /// Where the data lives, for logs.
+    fn describe(&self) -> String;
 }
 
 /// A store that keeps nothing (for unit tests of pure logic and for
@@ -130,7 +241,11 @@ impl Store for MemoryStore {
         Ok(Snapshot::default())
     }
 
-    fn commit(&self, _changes: &[Change]) -> StoreResult<()> {
+    fn commit(&self, _commit: Commit<'_>) -> StoreResult<()> {
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "memory (nothing persisted)".into()
     }
 }

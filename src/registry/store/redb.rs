@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Change, Snapshot, Store, StoreError, StoreResult};
+use super::{Change, Commit, Snapshot, Store, StoreError, StoreResult};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
@@ -249,7 +249,12 @@ impl Store for RedbStore {
         Ok(snap)
     }
 
-    fn commit(&self, changes: &[Change]) -> StoreResult<()> {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+        let changes = commit.changes;
         if changes.is_empty() {
             return Ok(());
         }

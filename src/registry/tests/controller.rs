@@ -316,3 +316,107 @@ fn custom_health_of_controller_instances_is_reported_through_the_api_only_when_l
             .is_err()
     );
 }
+
+/// A store that keeps nothing but, like etcd, takes at most `max` changes in
+/// one commit, and counts the commits (shared with the test).
+struct SmallCommits {
+    max: usize,
+    commits: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for Arc<SmallCommits> {
+    fn load(&self) -> crate::registry::store::StoreResult<Snapshot> {
+        Ok(Snapshot::default())
+    }
+
+    fn commit(&self, commit: Commit<'_>) -> crate::registry::store::StoreResult<()> {
+        assert!(
+            commit.changes.len() <= self.max,
+            "a commit of {} changes, more than {}",
+            commit.changes.len(),
+            self.max
+        );
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn max_changes(&self) -> Option<usize> {
+        Some(self.max)
+    }
+
+    fn describe(&self) -> String {
+        "small commits".into()
+    }
+}
+
+#[test]
+fn syncs_larger_than_the_store_takes_go_in_complete_rounds() {
+    let store = Arc::new(SmallCommits {
+        max: 8,
+        commits: Default::default(),
+    });
+    let reg = Registry::open(Box::new(store.clone()), RegistryConfig::default()).unwrap();
+    let ns = create_ns(&reg, "rounds.local", NamespaceType::DnsPrivate);
+    let svc = create_svc(&reg, &ns, "big", a_records(), false);
+    let me = controller("ServiceDiscovery shop/big");
+    let want = |n: usize| DesiredInstance {
+        id: format!("pod-{n:02}"),
+        attributes: attrs(&[(AWS_INSTANCE_IPV4, &format!("10.0.0.{n}"))]),
+        health: Some(HealthStatus::Healthy),
+    };
+    let mut desired: Vec<_> = (0..50).map(want).collect();
+    desired.push(DesiredInstance {
+        id: "bad".into(),
+        attributes: attrs(&[("no-ip", "x")]),
+        health: None,
+    });
+    let before = store.commits.load(std::sync::atomic::Ordering::Relaxed);
+    let out = reg.sync_instances(&svc.id, desired, &me).unwrap();
+    let rounds = store.commits.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_eq!(out.registered, 50);
+    assert_eq!(out.rejected.len(), 1, "reported once: {:?}", out.rejected);
+    assert!(rounds >= 50 / 7, "{rounds} commits");
+    let entry = reg.read().service(&svc.id).unwrap().clone();
+    assert_eq!(entry.instances.len(), 50);
+    assert_eq!(entry.service.revision, 50, "one bump per registration");
+
+    // Shrinking to ten: 40 removals, again in rounds, and only then done.
+    let out = reg
+        .sync_instances(&svc.id, (0..10).map(want).collect(), &me)
+        .unwrap();
+    assert_eq!(out.deregistered, 40);
+    assert_eq!(reg.read().service(&svc.id).unwrap().instances.len(), 10);
+
+    // Partial syncs of several services in one batch, split to fit.
+    let other = create_svc(&reg, &ns, "other", a_records(), false);
+    let results = reg
+        .sync_partial(vec![
+            PartialSync {
+                service_id: svc.id.clone(),
+                owner: me.clone(),
+                upserts: (10..30).map(want).collect(),
+                removals: vec!["pod-00".into()],
+            },
+            PartialSync {
+                service_id: other.id.clone(),
+                owner: me.clone(),
+                upserts: (0..12).map(want).collect(),
+                removals: vec![],
+            },
+            PartialSync {
+                service_id: "srv-gone".into(),
+                owner: me.clone(),
+                upserts: vec![want(1)],
+                removals: vec![],
+            },
+        ])
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap().registered, 20);
+    assert_eq!(results[0].as_ref().unwrap().deregistered, 1);
+    assert_eq!(results[1].as_ref().unwrap().registered, 12);
+    assert!(matches!(results[2], Err(Error::ServiceNotFound(_))));
+    let index = reg.read();
+    assert_eq!(index.service(&svc.id).unwrap().instances.len(), 29);
+    assert_eq!(index.service(&other.id).unwrap().instances.len(), 12);
+}

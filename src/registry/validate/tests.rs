@@ -1,7 +1,7 @@
 //! Tests of the validation rules and limits.
 
-use crate::registry::model::*;
 use super::*;
+use crate::registry::model::*;
 
 fn attrs(pairs: &[(&str, &str)]) -> Attributes {
     pairs

@@ -33,44 +33,106 @@ impl Registry {
         desired: Vec<DesiredInstance>,
         actor: &Owner,
     ) -> Result<SyncOutcome> {
-        self.write(|index, changes| {
-            self.plan_sync(
-                index,
-                changes,
-                service_id,
-                &desired,
-                Removals::AllOthers,
-                actor,
-            )
-        })
+        let budget = self.max_changes();
+        let mut total = SyncOutcome::default();
+        // A store that limits one commit's size takes a large sync in rounds,
+        // each a complete write of its own (see `plan_sync`).
+        loop {
+            let (outcome, complete) = self.write(|index, changes| {
+                self.plan_sync(
+                    index,
+                    changes,
+                    service_id,
+                    &desired,
+                    Removals::AllOthers,
+                    actor,
+                    budget,
+                )
+            })?;
+            total.absorb(outcome);
+            if complete {
+                return Ok(total);
+            }
+        }
     }
 
     /// Applies several partial syncs — each only upserting and removing the
     /// instances it names — in one commit (one fsync), for a controller that
     /// follows individual pod changes. A sync whose service is gone fails on
-    /// its own without holding back the others.
+    /// its own without holding back the others. Syncs of one batch must name
+    /// distinct services. On a store that limits a commit's size, a batch
+    /// that does not fit is committed in rounds.
     pub fn sync_partial(&self, batch: Vec<PartialSync>) -> Result<Vec<Result<SyncOutcome>>> {
-        self.write(|index, changes| {
-            // Each sync sees the index before the batch; syncs of one batch
-            // must therefore name distinct services.
-            Ok(batch
-                .iter()
-                .map(|p| {
-                    self.plan_sync(
+        let budget = self.max_changes();
+        let mut results: Vec<Option<Result<SyncOutcome>>> = batch.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        while !pending.is_empty() {
+            let round = self.write(|index, changes| {
+                // Each sync sees the index before the round.
+                let mut planned = Vec::new();
+                for &i in &pending {
+                    let room = budget.saturating_sub(changes.len());
+                    if room < 2 && !planned.is_empty() {
+                        break;
+                    }
+                    let p = &batch[i];
+                    let result = self.plan_sync(
                         index,
                         changes,
                         &p.service_id,
                         &p.upserts,
                         Removals::Only(&p.removals),
                         &p.owner,
-                    )
-                })
-                .collect())
-        })
+                        room.max(2),
+                    );
+                    planned.push((i, result));
+                }
+                Ok(planned)
+            })?;
+            let mut unfinished = Vec::new();
+            for (i, result) in round {
+                match result {
+                    Ok((outcome, complete)) => {
+                        let slot = results[i].get_or_insert_with(|| Ok(SyncOutcome::default()));
+                        if let Ok(total) = slot {
+                            total.absorb(outcome);
+                        }
+                        if !complete {
+                            unfinished.push(i);
+                        }
+                    }
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            let planned: std::collections::HashSet<usize> = results
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.is_some().then_some(i))
+                .collect();
+            // Next round: the unfinished ones first, then those not reached.
+            let mut next = unfinished.clone();
+            next.extend(
+                pending
+                    .iter()
+                    .copied()
+                    .filter(|i| !planned.contains(i) && !unfinished.contains(i)),
+            );
+            pending = next;
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Ok(SyncOutcome::default())))
+            .collect())
     }
 
     /// The changes that bring a service's controller-owned instances to
-    /// `desired` (see [`Registry::sync_instances`]).
+    /// `desired` (see [`Registry::sync_instances`]), at most `budget` of
+    /// them. Returns what they do and whether that is everything: when the
+    /// budget runs out the plan stops short (removing nothing yet, since
+    /// removals of a full sync assume every desired instance was seen), and
+    /// the next round, planned on the index this one leaves, goes on from
+    /// there. Each round is a valid write of its own, revision bump included.
+    #[allow(clippy::too_many_arguments)]
     fn plan_sync(
         &self,
         index: &Index,
@@ -79,7 +141,8 @@ impl Registry {
         desired: &[DesiredInstance],
         removals: Removals<'_>,
         actor: &Owner,
-    ) -> Result<SyncOutcome> {
+        budget: usize,
+    ) -> Result<(SyncOutcome, bool)> {
         let entry = service_entry(index, service_id)?;
         let ns_type = index
             .namespace(&entry.service.namespace_id)
@@ -94,7 +157,15 @@ impl Registry {
         let mut outcome = SyncOutcome::default();
         let mut keep = std::collections::HashSet::new();
         let mut count = entry.instances.len();
+        // One change is kept for the service record (the revision bump).
+        let start = changes.len();
+        let room = budget.saturating_sub(1).max(1);
+        let mut complete = true;
         for d in desired {
+            if changes.len() - start >= room {
+                complete = false;
+                break;
+            }
             if !keep.insert(d.id.clone()) {
                 outcome
                     .rejected
@@ -187,7 +258,12 @@ impl Registry {
                 }
             }
         }
+        let upserted_all = complete;
         let mut remove = |id: &String| {
+            if changes.len() - start >= room {
+                complete = false;
+                return;
+            }
             outcome.deregistered += 1;
             changes.push(Change::DeleteInstance {
                 service_id: service_id.to_string(),
@@ -195,6 +271,7 @@ impl Registry {
             });
         };
         match removals {
+            _ if !upserted_all => {}
             Removals::AllOthers => {
                 for (id, inst) in &entry.instances {
                     if mine(&inst.owner) && !keep.contains(id) {
@@ -217,6 +294,6 @@ impl Registry {
             svc.revision += bump;
             changes.push(Change::PutService(svc));
         }
-        Ok(outcome)
+        Ok((outcome, complete))
     }
 }
