@@ -128,6 +128,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the error says a resource the request names does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Self::NamespaceNotFound(_)
+                | Self::ServiceNotFound(_)
+                | Self::InstanceNotFound { .. }
+                | Self::ResourceNotFound(_)
+        )
+    }
+
     /// The Cloud Map `__type` for this error.
     pub fn aws_type(&self) -> &'static str {
         match self {
@@ -239,17 +250,44 @@ impl Registry {
     /// read; the store then refuses the commit, and the plan runs again once
     /// this replica has seen that write (so `plan` is `FnMut`).
     fn write<T>(&self, mut plan: impl FnMut(&Index, &mut Vec<Change>) -> Result<T>) -> Result<T> {
-        let mut attempt = 1;
+        let deadline = std::time::Instant::now() + CONFLICT_BUDGET;
+        let mut attempt: u32 = 0;
+        let mut caught_up = false;
         loop {
             let writer = self.lock_writer();
             let mut changes = Vec::new();
-            let out = plan(&self.read(), &mut changes)?;
+            // The read guard must be gone before anything below waits: the
+            // follower needs the index to apply what this write waits for.
+            let planned = plan(&self.read(), &mut changes);
+            let out = match planned {
+                Ok(out) => out,
+                // Not here may mean not here yet: on a shared store, look
+                // again once this replica holds everything the store does.
+                Err(e) if e.is_not_found() && !caught_up => {
+                    drop(writer);
+                    caught_up = true;
+                    if self.store.catch_up_latest(CATCH_UP_TIMEOUT)? {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             match self.commit(changes) {
                 Ok(()) => return Ok(out),
-                Err(Error::Store(StoreError::Conflict { revision })) if attempt < MAX_ATTEMPTS => {
+                Err(Error::Store(StoreError::Conflict { revision }))
+                    if std::time::Instant::now() < deadline =>
+                {
                     drop(writer);
                     attempt += 1;
                     self.store.catch_up(revision, CATCH_UP_TIMEOUT)?;
+                    // Writers on several replicas racing for one record
+                    // (a busy service's revision): a random pause that grows
+                    // with each lost race lets one of them through.
+                    if attempt > 2 {
+                        let cap = 1u64 << attempt.min(6);
+                        std::thread::sleep(Duration::from_millis(rand::random_range(0..cap)));
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -310,9 +348,9 @@ impl Registry {
     }
 }
 
-/// How often a write is planned again after conflicting with another
-/// replica's before it fails (retryably).
-const MAX_ATTEMPTS: u32 = 20;
+/// How long a write keeps being planned again after conflicting with other
+/// replicas' writes before it fails (retryably).
+const CONFLICT_BUDGET: Duration = Duration::from_secs(10);
 /// How long a conflicting write waits for this replica to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -1,5 +1,6 @@
 //! An unmodified AWS SDK client for a `waymark serve` started by the shared
 //! test support.
+#![allow(dead_code)] // each test binary uses a different part of it
 
 use std::net::{IpAddr, Ipv4Addr};
 

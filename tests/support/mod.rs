@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod etcd;
+
 /// The `waymark` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_waymark");
 
@@ -138,7 +140,12 @@ impl Server {
                 "--dns-addr",
                 &format!("127.0.0.1:{}", self.dns_port.unwrap_or(0)),
             ])
-            .args(["--log", "warn"])
+            .args(
+                (!self.options.args.iter().any(|a| a == "--log"))
+                    .then_some(["--log", "warn"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.options.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -180,6 +187,28 @@ impl Server {
             assert!(status.success(), "clean shutdown, got {status}");
         }
         assert!(self.spawn(), "waymark serve did not restart");
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `(status, body)` of `/readyz`.
+    pub fn readyz(&self) -> Option<(u16, String)> {
+        http_get(self.metrics_port, "/readyz")
+    }
+
+    /// One metric's value from `/metrics` (the first sample of that name).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = http_get(self.metrics_port, "/metrics")?;
+        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name || n.starts_with(&format!("{name}{{"))).then(|| v.parse().ok())?
+        })
     }
 
     /// `http://127.0.0.1:<api port>`.

@@ -219,6 +219,15 @@ pub trait Store: Send + Sync {
     fn catch_up(&self, _revision: i64, _timeout: Duration) -> StoreResult<()> {
         Ok(())
     }
+    /// Shared stores: waits until this replica has applied everything the
+    /// store holds now (a linearizable read of its revision, then
+    /// [`Store::catch_up`]) and returns true; local stores return false.
+    /// A write whose target is missing from the index asks this before it
+    /// answers "not found", so a write sent to one replica right after
+    /// another replica acknowledged the target still finds it.
+    fn catch_up_latest(&self, _timeout: Duration) -> StoreResult<bool> {
+        Ok(false)
+    }
     /// The most changes one commit may carry, when the store limits it.
     fn max_changes(&self) -> Option<usize> {
         None
