@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use waymark::cli::{self, Cli, Command};
+use waymark::cli::{self, Cli, Command, StoreCommand};
 use waymark::telemetry;
 
 fn main() -> anyhow::Result<()> {
@@ -12,6 +12,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => {
             print!("{}", waymark::crd::crds_yaml());
+            Ok(())
+        }
+        Command::Store {
+            command: StoreCommand::Copy(args),
+        } => {
+            telemetry::init_logging(&cli.log, cli.log_format)?;
+            cli::copy(args)?;
             Ok(())
         }
         Command::Serve(args) => {

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use super::model::{Instance, Namespace, Operation, Service};
 
+mod copy;
 mod etcd;
 mod redb;
 
+pub use self::copy::{CopyReport, copy};
 pub use self::etcd::{EtcdConfig, EtcdStore, EtcdTls};
 pub use self::redb::{DB_FILE, LOCK_FILE, RedbStore};
 

@@ -10,12 +10,15 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
+mod store;
+
+pub use self::store::{CopyArgs, EtcdArgs, StoreArgs, StoreCommand, StoreKind, copy};
 use crate::api;
 use crate::controller;
 use crate::dns::{self, DnsListener, DnsMetrics, Scope};
 use crate::health::{self, ProberConfig};
 use crate::registry::HealthFlip;
-use crate::registry::{self, ArnScope, RedbStore, Registry, RegistryConfig};
+use crate::registry::{self, ArnScope, Registry, RegistryConfig};
 use crate::telemetry::{self, LogFormat, Telemetry};
 
 /// Errors of the command-line layer.
@@ -87,6 +90,12 @@ pub enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crds,
+    /// Manage registry stores.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
 }
 
 /// Flags of `waymark run`: everything `serve` takes, plus the cluster connection.
@@ -153,113 +162,6 @@ pub struct ServeArgs {
     pub probe: ProbeArgs,
 }
 
-/// Where the registry lives: the embedded store (one replica) or etcd
-/// (several replicas, several clusters).
-#[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// `embedded` (the database in --data-dir) or `etcd://host:port[,host:port…]` (a registry
-    /// shared by every replica and cluster pointed at the same etcd and --etcd-prefix).
-    #[arg(long = "store", env = "WAYMARK_STORE", default_value = "embedded", value_parser = parse_store)]
-    pub store: StoreKind,
-    /// Directory of the embedded registry database; created if missing.
-    #[arg(long, env = "WAYMARK_DATA_DIR", default_value = "waymark-data")]
-    pub data_dir: PathBuf,
-    /// Key prefix of the registry in etcd (several registries can share one etcd).
-    #[arg(long, env = "WAYMARK_ETCD_PREFIX", default_value = "/waymark/", value_parser = parse_prefix)]
-    pub etcd_prefix: String,
-    /// CA bundle that signed the etcd servers' certificates (turns TLS on).
-    #[arg(long, env = "WAYMARK_ETCD_CA")]
-    pub etcd_ca: Option<PathBuf>,
-    /// Client certificate for etcd (PEM; with --etcd-key; turns TLS on).
-    #[arg(long, env = "WAYMARK_ETCD_CERT")]
-    pub etcd_cert: Option<PathBuf>,
-    /// Key of the etcd client certificate (PEM).
-    #[arg(long, env = "WAYMARK_ETCD_KEY")]
-    pub etcd_key: Option<PathBuf>,
-    /// etcd user name (with --etcd-password).
-    #[arg(long, env = "WAYMARK_ETCD_USERNAME")]
-    pub etcd_username: Option<String>,
-    /// etcd password (prefer the WAYMARK_ETCD_PASSWORD environment variable).
-    #[arg(long, env = "WAYMARK_ETCD_PASSWORD", hide_env_values = true)]
-    pub etcd_password: Option<String>,
-    /// Seconds an etcd request may take before it fails (retryably).
-    #[arg(long, env = "WAYMARK_ETCD_TIMEOUT_SECONDS", default_value = "5", value_parser = parse_seconds)]
-    pub etcd_timeout_seconds: Duration,
-    /// Seconds a replica may go without confirming it holds etcd's latest state before
-    /// `/readyz` and `waymark_store_stale` report it stale.
-    #[arg(long, env = "WAYMARK_STALE_AFTER_SECONDS", default_value = "5", value_parser = parse_seconds)]
-    pub stale_after_seconds: Duration,
-    /// Most operations in one etcd transaction: etcd's own --max-txn-ops (128 unless raised).
-    /// Larger controller syncs are split into several transactions.
-    #[arg(long, env = "WAYMARK_ETCD_MAX_TXN_OPS", default_value_t = 128,
-          value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
-    pub etcd_max_txn_ops: u32,
-}
-
-/// The kind of store `--store` names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreKind {
-    /// The embedded database in `--data-dir`.
-    Embedded,
-    /// etcd at these `host:port` endpoints.
-    Etcd(Vec<String>),
-}
-
-fn parse_store(s: &str) -> Result<StoreKind, String> {
-    if s == "embedded" {
-        return Ok(StoreKind::Embedded);
-    }
-    registry::EtcdConfig::from_url(s).map(|c| StoreKind::Etcd(c.endpoints))
-}
-
-fn parse_prefix(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.contains(char::is_whitespace) {
-        return Err(
-            "an etcd prefix is a non-empty key prefix without spaces, such as /waymark/".into(),
-        );
-    }
-    Ok(s.to_string())
-}
-
-impl StoreArgs {
-    /// Opens the store these flags name. Blocking (it may read a file or
-    /// connect): call it off the async workers.
-    pub fn open(&self) -> Result<Box<dyn registry::Store>, registry::Error> {
-        match &self.store {
-            StoreKind::Embedded => Ok(Box::new(RedbStore::open(&self.data_dir)?)),
-            StoreKind::Etcd(endpoints) => {
-                let tls =
-                    (self.etcd_ca.is_some() || self.etcd_cert.is_some() || self.etcd_key.is_some())
-                        .then(|| registry::EtcdTls {
-                            ca: self.etcd_ca.clone(),
-                            cert: self.etcd_cert.clone(),
-                            key: self.etcd_key.clone(),
-                        });
-                let user = match (&self.etcd_username, &self.etcd_password) {
-                    (Some(u), Some(p)) => Some((u.clone(), p.clone())),
-                    (None, None) => None,
-                    _ => {
-                        return Err(registry::StoreError::Refused(
-                            "--etcd-username and --etcd-password go together".into(),
-                        )
-                        .into());
-                    }
-                };
-                let config = registry::EtcdConfig {
-                    endpoints: endpoints.clone(),
-                    prefix: self.etcd_prefix.clone(),
-                    tls,
-                    user,
-                    request_timeout: self.etcd_timeout_seconds,
-                    stale_after: self.stale_after_seconds,
-                    max_txn_ops: self.etcd_max_txn_ops as usize,
-                };
-                Ok(Box::new(registry::EtcdStore::connect(config)?))
-            }
-        }
-    }
-}
-
 /// Flags of the active health checks.
 #[derive(Debug, Clone, Args)]
 pub struct ProbeArgs {
@@ -292,7 +194,7 @@ impl ProbeArgs {
 }
 
 /// A duration in seconds, fractions allowed, from 10 ms to one hour.
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if (0.01..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
         _ => Err("expected seconds between 0.01 and 3600 (fractions allowed, e.g. 0.5)".into()),
