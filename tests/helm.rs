@@ -202,6 +202,22 @@ serviceDiscoveries:
     )
 }
 
+/// Three replicas on a shared etcd registry, with TLS and authentication from Secrets.
+const HA_VALUES: &str = r#"
+replicaCount: 3
+fullnameOverride: wm-ha
+store:
+  type: etcd
+  etcd:
+    endpoints: [etcd-0.etcd.infra:2379, etcd-1.etcd.infra:2379, etcd-2.etcd.infra:2379]
+    prefix: /registries/prod/
+    timeoutSeconds: 3
+    staleAfterSeconds: 10
+    maxTxnOps: 512
+    tls: {secretName: etcd-client-tls}
+    auth: {secretName: etcd-auth, usernameKey: user}
+"#;
+
 // --- generated files -----------------------------------------------------------------
 
 #[test]
@@ -295,6 +311,16 @@ fn values_schema_refuses_more_than_one_replica_and_unknown_or_bad_values() {
         ("log.format=yaml", "/log/format"),
         ("listenAddress=localhost", "/listenAddress"),
         ("persistence.size=lots", "/persistence/size"),
+        // Several replicas need the shared store, with endpoints, and one leader.
+        ("replicaCount=3", "/replicaCount"),
+        ("store.type=etcd", "/store/etcd/endpoints"),
+        (
+            "store.type=etcd,store.etcd.endpoints={e:2379},replicaCount=3,leaderElection.enabled=false",
+            "/replicaCount",
+        ),
+        ("store.type=etcd,store.etcd.endpoints={http://e:2379}", "/store/etcd/endpoints/0"),
+        ("store.type=consul", "/store/type"),
+        ("podAntiAffinity=always", "/podAntiAffinity"),
     ] {
         let out = helm.run(&["template", "x", CHART, "--set", set]);
         assert!(!out.status.success(), "--set {set} was accepted");
@@ -304,6 +330,13 @@ fn values_schema_refuses_more_than_one_replica_and_unknown_or_bad_values() {
             "--set {set}: {err}"
         );
     }
+    // Three replicas on etcd are fine.
+    let docs = helm.template(
+        "x",
+        "default",
+        &["--set", "store.type=etcd,store.etcd.endpoints={e:2379},replicaCount=3"],
+    );
+    assert_eq!(find(&docs, "Deployment", "x-waymark")["spec"]["replicas"], 3);
     // Zero replicas (scaled down) is allowed.
     let docs = helm.template("x", "default", &["--set", "replicaCount=0"]);
     assert_eq!(
@@ -535,8 +568,10 @@ fn every_rendered_flag_is_a_flag_of_waymark_run() {
     let values = helm.values("every-option.yaml", &every_option_values("opts-example"));
     let default = helm.template("waymark", "waymark-system", &[]);
     let every = helm.template("waymark", "waymark-system", &["-f", &values]);
+    let ha_values = helm.values("ha.yaml", HA_VALUES);
+    let ha = helm.template("waymark", "waymark-system", &["-f", &ha_values]);
     let mut seen = BTreeSet::new();
-    for (docs, name) in [(&default, "waymark"), (&every, "wm-opts")] {
+    for (docs, name) in [(&default, "waymark"), (&every, "wm-opts"), (&ha, "wm-ha")] {
         let args = deployment_args(find(docs, "Deployment", name));
         assert_eq!(args[0], "run");
         for arg in &args[1..] {
@@ -574,6 +609,14 @@ fn every_rendered_flag_is_a_flag_of_waymark_run() {
         "--log-format",
         "--region",
         "--account-id",
+        "--store",
+        "--etcd-prefix",
+        "--etcd-timeout-seconds",
+        "--stale-after-seconds",
+        "--etcd-max-txn-ops",
+        "--etcd-ca",
+        "--etcd-cert",
+        "--etcd-key",
     ] {
         assert!(seen.contains(flag), "{flag} never rendered");
     }
@@ -656,6 +699,106 @@ fn every_option_renders_objects_the_api_server_accepts() {
         "service/data-wm-opts",
         "networkpolicy.networking.k8s.io/wm-opts",
         "servicediscovery.waymark.dev/inventory-manager",
+    ] {
+        assert!(applied.contains(what), "{what} not applied:\n{applied}");
+    }
+}
+
+#[test]
+fn ha_values_render_replicas_on_etcd_that_the_api_server_accepts() {
+    let cp = cp();
+    let ns = cp.create_namespace("helm-ha");
+    let helm = Helm::new();
+    let values = helm.values("ha.yaml", HA_VALUES);
+    let docs = helm.template("ha", &ns.name, &["-f", &values]);
+
+    let deploy = find(&docs, "Deployment", "wm-ha");
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    // No volume to hand over: a new replica starts before an old one stops.
+    assert_eq!(deploy["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let args = deployment_args(deploy);
+    for want in [
+        "--store=etcd://etcd-0.etcd.infra:2379,etcd-1.etcd.infra:2379,etcd-2.etcd.infra:2379",
+        "--etcd-prefix=/registries/prod/",
+        "--etcd-timeout-seconds=3",
+        "--stale-after-seconds=10",
+        "--etcd-max-txn-ops=512",
+        "--etcd-ca=/etc/waymark/etcd-tls/ca.crt",
+        "--etcd-cert=/etc/waymark/etcd-tls/tls.crt",
+        "--etcd-key=/etc/waymark/etcd-tls/tls.key",
+        "--lease-name=wm-ha",
+    ] {
+        assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--data-dir")),
+        "no data directory on etcd: {args:?}"
+    );
+    assert!(
+        !args.iter().any(|a| a.contains("password")),
+        "the password stays out of the args: {args:?}"
+    );
+    let pod = &deploy["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let secret_env = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {env:?}"))["valueFrom"]["secretKeyRef"]
+            .clone()
+    };
+    assert_eq!(
+        secret_env("WAYMARK_ETCD_USERNAME"),
+        json!({"name": "etcd-auth", "key": "user"})
+    );
+    assert_eq!(
+        secret_env("WAYMARK_ETCD_PASSWORD"),
+        json!({"name": "etcd-auth", "key": "password"})
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "etcd-tls", "secret": {"secretName": "etcd-client-tls", "defaultMode": 0o440}}])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        json!([{"name": "etcd-tls", "mountPath": "/etc/waymark/etcd-tls", "readOnly": true}])
+    );
+    assert!(!docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim"));
+    // Replicas spread over nodes, and a drain takes one at a time.
+    let selector = &deploy["spec"]["selector"]["matchLabels"];
+    let term = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(term["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(&term["podAffinityTerm"]["labelSelector"]["matchLabels"], selector);
+    let pdb = find(&docs, "PodDisruptionBudget", "wm-ha");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    // `hard` makes the spread required; an affinity of the user's own is kept as it is.
+    let hard = helm.template("ha", &ns.name, &["-f", &values, "--set", "podAntiAffinity=hard"]);
+    let hard_pod = &find(&hard, "Deployment", "wm-ha")["spec"]["template"]["spec"];
+    assert_eq!(
+        hard_pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+            ["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    // One replica has nothing to spread or protect.
+    let one = helm.template("ha", &ns.name, &["-f", &values, "--set", "replicaCount=1"]);
+    assert!(!one.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+    assert!(find(&one, "Deployment", "wm-ha")["spec"]["template"]["spec"]["affinity"].is_null());
+
+    // The whole HA install through the real API server's validation and admission.
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
+    let out = cp.kubectl_with_stdin(
+        &["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"],
+        &list.to_string(),
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let applied = stdout(&out);
+    for what in [
+        "deployment.apps/wm-ha",
+        "poddisruptionbudget.policy/wm-ha",
     ] {
         assert!(applied.contains(what), "{what} not applied:\n{applied}");
     }
