@@ -318,7 +318,10 @@ fn values_schema_refuses_more_than_one_replica_and_unknown_or_bad_values() {
             "store.type=etcd,store.etcd.endpoints={e:2379},replicaCount=3,leaderElection.enabled=false",
             "/replicaCount",
         ),
-        ("store.type=etcd,store.etcd.endpoints={http://e:2379}", "/store/etcd/endpoints/0"),
+        (
+            "store.type=etcd,store.etcd.endpoints={http://e:2379}",
+            "/store/etcd/endpoints/0",
+        ),
         ("store.type=consul", "/store/type"),
         ("podAntiAffinity=always", "/podAntiAffinity"),
     ] {
@@ -334,9 +337,15 @@ fn values_schema_refuses_more_than_one_replica_and_unknown_or_bad_values() {
     let docs = helm.template(
         "x",
         "default",
-        &["--set", "store.type=etcd,store.etcd.endpoints={e:2379},replicaCount=3"],
+        &[
+            "--set",
+            "store.type=etcd,store.etcd.endpoints={e:2379},replicaCount=3",
+        ],
     );
-    assert_eq!(find(&docs, "Deployment", "x-waymark")["spec"]["replicas"], 3);
+    assert_eq!(
+        find(&docs, "Deployment", "x-waymark")["spec"]["replicas"],
+        3
+    );
     // Zero replicas (scaled down) is allowed.
     let docs = helm.template("x", "default", &["--set", "replicaCount=0"]);
     assert_eq!(
@@ -769,18 +778,29 @@ fn ha_values_render_replicas_on_etcd_that_the_api_server_accepts() {
     assert!(!docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim"));
     // Replicas spread over nodes, and a drain takes one at a time.
     let selector = &deploy["spec"]["selector"]["matchLabels"];
-    let term = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
-    assert_eq!(term["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
-    assert_eq!(&term["podAffinityTerm"]["labelSelector"]["matchLabels"], selector);
+    let term =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        term["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        &term["podAffinityTerm"]["labelSelector"]["matchLabels"],
+        selector
+    );
     let pdb = find(&docs, "PodDisruptionBudget", "wm-ha");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
     // `hard` makes the spread required; an affinity of the user's own is kept as it is.
-    let hard = helm.template("ha", &ns.name, &["-f", &values, "--set", "podAntiAffinity=hard"]);
+    let hard = helm.template(
+        "ha",
+        &ns.name,
+        &["-f", &values, "--set", "podAntiAffinity=hard"],
+    );
     let hard_pod = &find(&hard, "Deployment", "wm-ha")["spec"]["template"]["spec"];
     assert_eq!(
-        hard_pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
-            ["topologyKey"],
+        hard_pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            [0]["topologyKey"],
         "kubernetes.io/hostname"
     );
     // One replica has nothing to spread or protect.
@@ -796,10 +816,7 @@ fn ha_values_render_replicas_on_etcd_that_the_api_server_accepts() {
     );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let applied = stdout(&out);
-    for what in [
-        "deployment.apps/wm-ha",
-        "poddisruptionbudget.policy/wm-ha",
-    ] {
+    for what in ["deployment.apps/wm-ha", "poddisruptionbudget.policy/wm-ha"] {
         assert!(applied.contains(what), "{what} not applied:\n{applied}");
     }
 }
