@@ -475,33 +475,25 @@ async fn a_namespace_name_is_taken_once_across_replicas_and_bad_stores_are_refus
         .put("/other/stuff", "x", None)
         .await
         .unwrap();
-    let out = std::process::Command::new(harness::support::BIN)
-        .args(["serve", "--store", &etcd.url(), "--etcd-prefix", "/other/"])
-        .args([
-            "--api-addr",
-            "127.0.0.1:0",
-            "--dns-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(&["--store", &etcd.url(), "--etcd-prefix", "/other/"]);
     assert!(
         err.contains("not a waymark") && err.contains("/other/"),
         "{err}"
     );
     let port = harness::support::free_port();
+    let unreachable = format!("etcd://127.0.0.1:{port}");
+    let err = serve_refused(&["--store", &unreachable, "--etcd-timeout-seconds", "1"]);
+    assert!(
+        err.contains("unavailable") || err.contains("answered"),
+        "{err}"
+    );
+}
+
+/// `waymark serve` with `args` exits with an error: its stderr.
+fn serve_refused(args: &[&str]) -> String {
     let out = std::process::Command::new(harness::support::BIN)
-        .args([
-            "serve",
-            "--store",
-            &format!("etcd://127.0.0.1:{port}"),
-            "--etcd-timeout-seconds",
-            "1",
-        ])
+        .arg("serve")
+        .args(args)
         .args([
             "--api-addr",
             "127.0.0.1:0",
@@ -512,10 +504,6 @@ async fn a_namespace_name_is_taken_once_across_replicas_and_bad_stores_are_refus
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unavailable") || err.contains("answered"),
-        "{err}"
-    );
+    assert!(!out.status.success(), "{args:?} accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

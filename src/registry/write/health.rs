@@ -37,14 +37,7 @@ impl Registry {
                     actor,
                 )?;
             }
-            if inst.health == status {
-                return Ok(false);
-            }
-            changes.push(Change::PutInstance(Instance {
-                health: status,
-                ..inst.clone()
-            }));
-            Ok(true)
+            Ok(put_health(inst, status, changes))
         })
     }
 
@@ -65,14 +58,7 @@ impl Registry {
                 &inst.owner,
                 actor,
             )?;
-            if inst.health == status {
-                return Ok(false);
-            }
-            changes.push(Change::PutInstance(Instance {
-                health: status,
-                ..inst.clone()
-            }));
-            Ok(true)
+            Ok(put_health(inst, status, changes))
         })
     }
 
@@ -118,4 +104,16 @@ impl Registry {
             Ok(flips)
         })
     }
+}
+
+/// Plans `inst`'s health as `status`; returns whether that is a change.
+fn put_health(inst: &Instance, status: HealthStatus, changes: &mut Vec<Change>) -> bool {
+    if inst.health == status {
+        return false;
+    }
+    changes.push(Change::PutInstance(Instance {
+        health: status,
+        ..inst.clone()
+    }));
+    true
 }

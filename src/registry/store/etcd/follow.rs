@@ -60,6 +60,27 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// The state of a replica that has applied nothing yet.
+    pub(super) fn new(prefix: &str, members: Members, stale_after: Duration) -> Self {
+        Self {
+            keys: Keys {
+                prefix: prefix.to_string(),
+            },
+            members,
+            applied: Mutex::new(Applied::default()),
+            caught_up: Condvar::new(),
+            fresh: Mutex::new(Freshness {
+                confirmed: Instant::now(),
+                problem: None,
+            }),
+            conflicts: AtomicU64::new(0),
+            relists: AtomicU64::new(0),
+            stale_after,
+            watch_requests: tokio::sync::Mutex::new(None),
+            restart_watch: Notify::new(),
+        }
+    }
+
     pub(super) fn applied(&self) -> MutexGuard<'_, Applied> {
         self.applied.lock().unwrap_or_else(PoisonError::into_inner)
     }

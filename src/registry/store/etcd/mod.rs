@@ -42,15 +42,14 @@ mod members;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnResponse};
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
 
-use self::follow::{Applied, Freshness, Shared};
+use self::follow::Shared;
 use self::layout::{Keys, value_of};
 use self::members::{Failure, Members};
 use super::{Change, Commit, Follower, Snapshot, Store, StoreError, StoreResult, StoreStatus};
@@ -180,23 +179,7 @@ impl EtcdStore {
                 last.map(|e| e.to_string()).unwrap_or_default()
             )))
         })?;
-        let shared = Arc::new(Shared {
-            keys: Keys {
-                prefix: config.prefix.clone(),
-            },
-            members,
-            applied: Mutex::new(Applied::default()),
-            caught_up: Condvar::new(),
-            fresh: Mutex::new(Freshness {
-                confirmed: Instant::now(),
-                problem: None,
-            }),
-            conflicts: AtomicU64::new(0),
-            relists: AtomicU64::new(0),
-            stale_after: config.stale_after,
-            watch_requests: tokio::sync::Mutex::new(None),
-            restart_watch: Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(&config.prefix, members, config.stale_after));
         Ok(Self {
             runtime: Some(runtime),
             config,
@@ -479,26 +462,9 @@ mod tests {
 
     #[test]
     fn own_writes_shadow_older_events_until_the_watch_passes_them() {
-        let shared = Shared {
-            keys: Keys {
-                prefix: "/w/".into(),
-            },
-            members: Members::new(&EtcdConfig::from_url("etcd://127.0.0.1:1").unwrap()).unwrap(),
-            applied: Mutex::new(Applied {
-                revision: 10,
-                own: HashMap::new(),
-            }),
-            caught_up: Condvar::new(),
-            fresh: Mutex::new(Freshness {
-                confirmed: Instant::now(),
-                problem: None,
-            }),
-            conflicts: AtomicU64::new(0),
-            relists: AtomicU64::new(0),
-            stale_after: Duration::from_secs(5),
-            watch_requests: tokio::sync::Mutex::new(None),
-            restart_watch: Notify::new(),
-        };
+        let members = Members::new(&EtcdConfig::from_url("etcd://127.0.0.1:1").unwrap()).unwrap();
+        let shared = Shared::new("/w/", members, Duration::from_secs(5));
+        shared.applied().revision = 10;
         // This replica wrote ns/a at 12 and ns/a again at 14.
         shared.applied().own.insert("/w/ns/a".into(), 14);
         assert_eq!(Shared::known(&shared.applied(), "/w/ns/a"), 14);
