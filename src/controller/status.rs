@@ -231,17 +231,10 @@ impl Controller {
     }
 
     pub(super) fn write_sd_status(&mut self, key: &Key, sd: &ServiceDiscovery, outcome: SdOutcome) {
-        // What we last wrote is newer than what the watch may have shown us yet.
-        let previous: Vec<Condition> = self
-            .sent_sd_status
-            .get(key)
-            .and_then(|v| serde_json::from_value(v["conditions"].clone()).ok())
-            .unwrap_or_else(|| {
-                sd.status
-                    .as_ref()
-                    .map(|s| s.conditions.clone())
-                    .unwrap_or_default()
-            });
+        let previous = previous_conditions(
+            self.sent_sd_status.get(key),
+            sd.status.as_ref().map(|s| s.conditions.as_slice()),
+        );
         let previous = previous.as_slice();
         let healthy = outcome.counts.as_ref().map_or(0, |c| c.healthy);
         let mut conditions = Vec::new();
@@ -342,15 +335,10 @@ impl Controller {
     }
 
     fn previous_ns_conditions(&self, wns: &WaymarkNamespace) -> Vec<Condition> {
-        self.sent_ns_status
-            .get(&wns.name_any())
-            .and_then(|v| serde_json::from_value(v["conditions"].clone()).ok())
-            .unwrap_or_else(|| {
-                wns.status
-                    .as_ref()
-                    .map(|s| s.conditions.clone())
-                    .unwrap_or_default()
-            })
+        previous_conditions(
+            self.sent_ns_status.get(&wns.name_any()),
+            wns.status.as_ref().map(|s| s.conditions.as_slice()),
+        )
     }
 
     pub(super) fn ns_failure(&mut self, wns: &WaymarkNamespace, reason: &str, message: &str) {
@@ -437,6 +425,17 @@ fn without_counts(status: &serde_json::Value) -> serde_json::Value {
         o.remove("instances");
     }
     v
+}
+
+/// The conditions an object had before this write: those we last sent,
+/// which are newer than what the watch may have shown us yet, else the
+/// observed ones.
+fn previous_conditions(
+    sent: Option<&serde_json::Value>,
+    observed: Option<&[Condition]>,
+) -> Vec<Condition> {
+    sent.and_then(|v| serde_json::from_value(v["conditions"].clone()).ok())
+        .unwrap_or_else(|| observed.map(<[Condition]>::to_vec).unwrap_or_default())
 }
 
 /// A condition that keeps its `lastTransitionTime` while its status is unchanged.

@@ -19,7 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::cluster::{Interner, Key, NodeInfo, PodInfo, ServiceInfo};
+use super::cluster::{Cluster, Interner, Key, NodeInfo, PodInfo, ServiceInfo};
 use super::{Config, Controller};
 use crate::crd::{Namespace as WaymarkNamespace, ServiceDiscovery};
 
@@ -252,11 +252,89 @@ impl Controller {
         self.metrics.watch_events.with_label_values(&[kind]).inc();
         match msg {
             Msg::WatchError(kind, e) => warn!(kind, error = %e, "watch error (retrying)"),
-            Msg::Pod(scope, ev) => self.on_pod(&scope, ev),
-            Msg::Service(scope, ev) => self.on_service(&scope, ev),
-            Msg::Node(scope, ev) => self.on_node(&scope, ev),
-            Msg::Discovery(scope, ev) => self.on_discovery(&scope, ev),
-            Msg::Namespace(scope, ev) => self.on_namespace(&scope, ev),
+            Msg::Pod(scope, ev) => self.on_event(
+                "Pod",
+                &scope,
+                ev,
+                |p| (p.namespace.to_string(), p.name.clone()),
+                |c| {
+                    c.pods
+                        .iter()
+                        .flat_map(|(ns, m)| m.keys().map(move |n| (ns.clone(), n.clone())))
+                        .collect()
+                },
+                Self::pod_changed,
+            ),
+            Msg::Service(scope, ev) => self.on_event(
+                "Service",
+                &scope,
+                ev,
+                |s| (s.namespace().unwrap_or_default(), s.name_any()),
+                |c| c.services.keys().cloned().collect(),
+                |ctl, k, s| ctl.service_changed(k, s.map(|s| ServiceInfo::from_service(&s))),
+            ),
+            Msg::Node(scope, ev) => self.on_event(
+                "Node",
+                &scope,
+                ev,
+                |(name, _)| (String::new(), name.clone()),
+                |c| c.nodes.keys().map(|n| (String::new(), n.clone())).collect(),
+                |ctl, (_, name), n| ctl.node_changed(name, n.map(|(_, info)| info)),
+            ),
+            Msg::Discovery(scope, ev) => self.on_event(
+                "ServiceDiscovery",
+                &scope,
+                ev,
+                |s| (s.namespace().unwrap_or_default(), s.name_any()),
+                |c| c.discoveries.keys().cloned().collect(),
+                Self::discovery_changed,
+            ),
+            Msg::Namespace(scope, ev) => self.on_event(
+                "Namespace",
+                &scope,
+                ev,
+                |n| (String::new(), n.name_any()),
+                |c| {
+                    c.namespaces
+                        .keys()
+                        .map(|n| (String::new(), n.clone()))
+                        .collect()
+                },
+                |ctl, (_, name), n| ctl.namespace_changed(name, n),
+            ),
+        }
+    }
+
+    /// Applies one watch event of `kind` through `changed` (called with the
+    /// object's key and the object, or `None` once it is gone) and tracks the
+    /// watch's (re)list; `known` lists the keys of that kind in the cache.
+    /// Nodes and Waymark Namespaces are cluster-wide: their key has an empty
+    /// namespace.
+    fn on_event<T>(
+        &mut self,
+        kind: &'static str,
+        scope: &Scope,
+        ev: Event<T>,
+        key: impl Fn(&T) -> Key,
+        known: impl Fn(&Cluster) -> Vec<Key>,
+        changed: impl Fn(&mut Self, Key, Option<T>),
+    ) {
+        match ev {
+            Event::Init => {
+                self.relist(kind, scope, Phase::Init);
+            }
+            Event::InitApply(o) | Event::Apply(o) => {
+                let k = key(&o);
+                self.relist(kind, scope, Phase::Item(k.clone()));
+                changed(self, k, Some(o));
+            }
+            Event::Delete(o) => changed(self, key(&o), None),
+            Event::InitDone => {
+                let existing = known(&self.cluster);
+                for k in self.relist(kind, scope, Phase::Done(existing)) {
+                    changed(self, k, None);
+                }
+            }
         }
     }
 
@@ -280,32 +358,6 @@ impl Controller {
         }
     }
 
-    fn on_pod(&mut self, scope: &Scope, ev: Event<PodInfo>) {
-        let key = |p: &PodInfo| (p.namespace.to_string(), p.name.clone());
-        match ev {
-            Event::Init => {
-                self.relist("Pod", scope, Phase::Init);
-            }
-            Event::InitApply(p) | Event::Apply(p) => {
-                let k = key(&p);
-                self.relist("Pod", scope, Phase::Item(k.clone()));
-                self.pod_changed(k, Some(p));
-            }
-            Event::Delete(p) => self.pod_changed(key(&p), None),
-            Event::InitDone => {
-                let existing: Vec<Key> = self
-                    .cluster
-                    .pods
-                    .iter()
-                    .flat_map(|(ns, m)| m.keys().map(move |n| (ns.clone(), n.clone())))
-                    .collect();
-                for k in self.relist("Pod", scope, Phase::Done(existing)) {
-                    self.pod_changed(k, None);
-                }
-            }
-        }
-    }
-
     fn service_changed(&mut self, key: Key, new: Option<ServiceInfo>) {
         let old = match &new {
             Some(info) => self.cluster.services.insert(key.clone(), info.clone()),
@@ -322,27 +374,6 @@ impl Controller {
                 .any(|s| s.as_ref().is_some_and(|s| !s.annotations.is_empty()))
             {
                 self.dirty_services.insert(key);
-            }
-        }
-    }
-
-    fn on_service(&mut self, scope: &Scope, ev: Event<Service>) {
-        let key = |s: &Service| (s.namespace().unwrap_or_default(), s.name_any());
-        match ev {
-            Event::Init => {
-                self.relist("Service", scope, Phase::Init);
-            }
-            Event::InitApply(s) | Event::Apply(s) => {
-                let k = key(&s);
-                self.relist("Service", scope, Phase::Item(k.clone()));
-                self.service_changed(k, Some(ServiceInfo::from_service(&s)));
-            }
-            Event::Delete(s) => self.service_changed(key(&s), None),
-            Event::InitDone => {
-                let existing: Vec<Key> = self.cluster.services.keys().cloned().collect();
-                for k in self.relist("Service", scope, Phase::Done(existing)) {
-                    self.service_changed(k, None);
-                }
             }
         }
     }
@@ -372,30 +403,6 @@ impl Controller {
                 .cloned()
                 .collect();
             self.dirty_sds.extend(dirty);
-        }
-    }
-
-    fn on_node(&mut self, scope: &Scope, ev: Event<(String, NodeInfo)>) {
-        match ev {
-            Event::Init => {
-                self.relist("Node", scope, Phase::Init);
-            }
-            Event::InitApply((name, info)) | Event::Apply((name, info)) => {
-                self.relist("Node", scope, Phase::Item((String::new(), name.clone())));
-                self.node_changed(name, Some(info));
-            }
-            Event::Delete((name, _)) => self.node_changed(name, None),
-            Event::InitDone => {
-                let existing: Vec<Key> = self
-                    .cluster
-                    .nodes
-                    .keys()
-                    .map(|n| (String::new(), n.clone()))
-                    .collect();
-                for (_, n) in self.relist("Node", scope, Phase::Done(existing)) {
-                    self.node_changed(n, None);
-                }
-            }
         }
     }
 
@@ -430,27 +437,6 @@ impl Controller {
         }
     }
 
-    fn on_discovery(&mut self, scope: &Scope, ev: Event<ServiceDiscovery>) {
-        let key = |s: &ServiceDiscovery| (s.namespace().unwrap_or_default(), s.name_any());
-        match ev {
-            Event::Init => {
-                self.relist("ServiceDiscovery", scope, Phase::Init);
-            }
-            Event::InitApply(s) | Event::Apply(s) => {
-                let k = key(&s);
-                self.relist("ServiceDiscovery", scope, Phase::Item(k.clone()));
-                self.discovery_changed(k, Some(s));
-            }
-            Event::Delete(s) => self.discovery_changed(key(&s), None),
-            Event::InitDone => {
-                let existing: Vec<Key> = self.cluster.discoveries.keys().cloned().collect();
-                for k in self.relist("ServiceDiscovery", scope, Phase::Done(existing)) {
-                    self.discovery_changed(k, None);
-                }
-            }
-        }
-    }
-
     fn namespace_changed(&mut self, name: String, new: Option<WaymarkNamespace>) {
         let old = match &new {
             Some(ns) => self.cluster.namespaces.insert(name.clone(), ns.clone()),
@@ -477,34 +463,6 @@ impl Controller {
         }
         if new.is_none() {
             self.sent_ns_status.remove(&name);
-        }
-    }
-
-    fn on_namespace(&mut self, scope: &Scope, ev: Event<WaymarkNamespace>) {
-        match ev {
-            Event::Init => {
-                self.relist("Namespace", scope, Phase::Init);
-            }
-            Event::InitApply(n) | Event::Apply(n) => {
-                self.relist(
-                    "Namespace",
-                    scope,
-                    Phase::Item((String::new(), n.name_any())),
-                );
-                self.namespace_changed(n.name_any(), Some(n));
-            }
-            Event::Delete(n) => self.namespace_changed(n.name_any(), None),
-            Event::InitDone => {
-                let existing: Vec<Key> = self
-                    .cluster
-                    .namespaces
-                    .keys()
-                    .map(|n| (String::new(), n.clone()))
-                    .collect();
-                for (_, n) in self.relist("Namespace", scope, Phase::Done(existing)) {
-                    self.namespace_changed(n, None);
-                }
-            }
         }
     }
 }
