@@ -18,13 +18,44 @@ use kube::core::{Selector, SelectorExt};
 use crate::crd::{Namespace as WaymarkNamespace, ServiceDiscovery};
 use crate::registry::model::EpochMillis;
 
-use super::intern::{Interner, Labels};
+use super::intern::Pool;
 
 /// `namespace/name` of a namespaced object.
 pub type Key = (String, String);
 
 /// The readiness gate a pod declares to be held until it is discoverable.
 pub const REGISTERED_GATE: &str = "waymark.dev/registered";
+
+/// Labels of a Kubernetes object.
+pub type Labels = BTreeMap<String, String>;
+
+/// The pools of the values pods share.
+#[derive(Debug, Default)]
+pub struct Interner {
+    /// Namespace and node names.
+    pub names: Pool<str>,
+    /// Label sets.
+    pub labels: Pool<Labels>,
+    /// Container port lists.
+    pub ports: Pool<[ContainerPort]>,
+}
+
+impl Interner {
+    /// The shared copy of a name.
+    pub fn name(&mut self, name: &str) -> Arc<str> {
+        self.names.get(name)
+    }
+
+    /// The shared copy of a label set.
+    pub fn labels(&mut self, labels: Labels) -> Arc<Labels> {
+        self.labels.take(labels)
+    }
+
+    /// The shared copy of a port list.
+    pub fn ports(&mut self, ports: &[ContainerPort]) -> Arc<[ContainerPort]> {
+        self.ports.get(ports)
+    }
+}
 
 /// A container port of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -370,6 +401,23 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn equal_values_share_one_copy() {
+        let mut i = Interner::default();
+        let a = i.name("node-1");
+        let b = i.name(&String::from("node-1"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &i.name("node-2")));
+        let l1 = i.labels([("app".into(), "web".into())].into());
+        let l2 = i.labels([("app".into(), "web".into())].into());
+        assert!(Arc::ptr_eq(&l1, &l2));
+        let p = [ContainerPort {
+            name: Some("http".into()),
+            port: 80,
+        }];
+        assert!(Arc::ptr_eq(&i.ports(&p), &i.ports(&p.clone())));
     }
 
     #[test]

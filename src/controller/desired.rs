@@ -1,43 +1,27 @@
 //! Pure desired-state computation: a ServiceDiscovery plus the observed
 //! cluster become the registry service and the instances it should have.
-//! No I/O here, so every rule is unit-tested without a cluster.
+//! No I/O here, so every rule is unit-tested without a cluster. How a pod's
+//! labels, port and topology become attributes is in `attributes`.
+
+mod attributes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::cluster::{Cluster, PodInfo, SelectorError};
 use crate::crd::{self, HealthCheckType, ServiceDiscovery, SkippedLabel, SkippedLabelReason};
+use crate::registry::DesiredInstance;
 use crate::registry::model::{
     DnsConfig, DnsRecord, EpochMillis, HealthCheckConfig, HealthCheckType as RegHc, HealthStatus,
     RecordType, RoutingPolicy,
 };
 use crate::registry::validate::{self, AWS_INSTANCE_IPV4, AWS_INSTANCE_IPV6, AWS_INSTANCE_PORT};
-use crate::registry::{DesiredInstance, validate::MAX_ATTRIBUTES_TOTAL_LEN};
 
-/// Attribute: the pod's Kubernetes namespace.
-pub const K8S_NAMESPACE: &str = "K8S_NAMESPACE";
-/// Attribute: the pod's name.
-pub const K8S_POD_NAME: &str = "K8S_POD_NAME";
-/// Attribute: the node the pod runs on.
-pub const K8S_NODE_NAME: &str = "K8S_NODE_NAME";
-/// Attribute: the node's `topology.kubernetes.io/zone`.
-pub const AVAILABILITY_ZONE: &str = "AVAILABILITY_ZONE";
-/// Attribute: the node's `topology.kubernetes.io/region`.
-pub const REGION: &str = "REGION";
-/// Attribute: the ownership marker, `<cluster id>/<namespace>/<ServiceDiscovery>`.
-pub const WAYMARK_MANAGED_BY: &str = "WAYMARK_MANAGED_BY";
-
-/// Attributes Waymark sets itself; labels and spec attributes cannot override them.
-const SYSTEM_ATTRIBUTES: [&str; 6] = [
-    K8S_NAMESPACE,
-    K8S_POD_NAME,
-    K8S_NODE_NAME,
-    AVAILABILITY_ZONE,
-    REGION,
-    WAYMARK_MANAGED_BY,
-];
+pub use self::attributes::{
+    AVAILABILITY_ZONE, K8S_NAMESPACE, K8S_NODE_NAME, K8S_POD_NAME, REGION, WAYMARK_MANAGED_BY,
+};
+use self::attributes::{add_labels, resolve_port};
 
 /// The registry service an SD asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,64 +141,6 @@ fn record_type(t: crd::RecordType) -> RecordType {
         crd::RecordType::Srv => RecordType::Srv,
         crd::RecordType::Cname => RecordType::Cname,
     }
-}
-
-/// Resolves spec.port for one pod: a number, a port of the referenced
-/// Service (through its target port), or a named container port.
-fn resolve_port(
-    sd: &ServiceDiscovery,
-    cluster: &Cluster,
-    pod: &PodInfo,
-) -> Result<Option<u16>, String> {
-    let Some(port) = &sd.spec.port else {
-        return Ok(None);
-    };
-    let named = |name: &str| {
-        pod.ports
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name))
-            .map(|p| p.port)
-    };
-    match port {
-        IntOrString::Int(n) => u16::try_from(*n)
-            .map(Some)
-            .map_err(|_| format!("port {n} is out of range")),
-        IntOrString::String(name) => {
-            if let Some(r) = &sd.spec.service_ref
-                && let Some(svc) = cluster
-                    .services
-                    .get(&(pod.namespace.to_string(), r.name.clone()))
-                && let Some(sp) = svc.ports.iter().find(|p| p.name.as_deref() == Some(name))
-            {
-                return match &sp.target {
-                    IntOrString::Int(n) => u16::try_from(*n)
-                        .map(Some)
-                        .map_err(|_| format!("target port {n} is out of range")),
-                    IntOrString::String(target) => named(target).map(Some).ok_or_else(|| {
-                        format!("pod has no container port named {target:?} (target of Service port {name:?})")
-                    }),
-                };
-            }
-            named(name)
-                .map(Some)
-                .ok_or_else(|| format!("pod has no container port named {name:?}"))
-        }
-    }
-}
-
-/// The label keys an SD copies, honouring `include: ["*"]` and `exclude`.
-fn wanted_labels<'a>(
-    sd: &ServiceDiscovery,
-    labels: &'a BTreeMap<String, String>,
-) -> Vec<(&'a String, &'a String)> {
-    let Some(rules) = &sd.spec.label_attributes else {
-        return Vec::new();
-    };
-    let all = rules.include.iter().any(|k| k == "*");
-    labels
-        .iter()
-        .filter(|(k, _)| (all || rules.include.contains(k)) && !rules.exclude.contains(k))
-        .collect()
 }
 
 /// Computes the plan for one SD.
@@ -597,134 +523,6 @@ pub fn summarize<'a>(pods: impl Iterator<Item = &'a PodState>) -> PodSummary {
         skipped_labels,
         next_deadline,
     }
-}
-
-/// Copies the chosen labels into `attrs`, recording each label that cannot
-/// become an attribute (never silently dropped).
-fn add_labels(
-    sd: &ServiceDiscovery,
-    pod: &PodInfo,
-    attrs: &mut BTreeMap<String, String>,
-    skipped: &mut BTreeMap<(String, SkippedLabelReason), String>,
-) {
-    let mut custom = attrs
-        .keys()
-        .filter(|k| !validate::is_reserved_attribute(k))
-        .count();
-    let mut total: usize = attrs.iter().map(|(k, v)| k.len() + v.len()).sum();
-    for (k, v) in wanted_labels(sd, &pod.labels) {
-        let skip = |reason, message: String| (k.clone(), reason, message);
-        let verdict = if validate::is_reserved_attribute(k)
-            || k.starts_with("AWS_")
-            || SYSTEM_ATTRIBUTES.contains(&k.as_str())
-        {
-            Err(skip(
-                SkippedLabelReason::Reserved,
-                format!("{k} is set by Waymark or reserved by Cloud Map"),
-            ))
-        } else if sd.spec.attributes.contains_key(k) || attrs.contains_key(k) {
-            Err(skip(
-                SkippedLabelReason::Conflict,
-                format!("{k} is already set by spec.attributes"),
-            ))
-        } else if let Err(e) = validate::attribute_key(k) {
-            Err(skip(SkippedLabelReason::InvalidKey, e.to_string()))
-        } else if let Err(e) = validate::attribute_value(k, v) {
-            Err(skip(
-                SkippedLabelReason::InvalidValue,
-                format!("pod {}: {e}", pod.name),
-            ))
-        } else if custom >= validate::MAX_CUSTOM_ATTRIBUTES
-            || total + k.len() + v.len() > MAX_ATTRIBUTES_TOTAL_LEN
-        {
-            Err(skip(
-                SkippedLabelReason::TooManyAttributes,
-                format!(
-                    "an instance holds at most {} custom attributes and {MAX_ATTRIBUTES_TOTAL_LEN} characters",
-                    validate::MAX_CUSTOM_ATTRIBUTES
-                ),
-            ))
-        } else {
-            Ok(())
-        };
-        match verdict {
-            Ok(()) => {
-                custom += 1;
-                total += k.len() + v.len();
-                attrs.insert(k.clone(), v.clone());
-            }
-            Err((label, reason, message)) => {
-                skipped.entry((label, reason)).or_insert(message);
-            }
-        }
-    }
-}
-
-/// The ServiceDiscovery Waymark creates for a Service annotated with
-/// `waymark.dev/namespace` (ECS-style automatic registration), or `None`
-/// when the Service is not annotated. The object is owned by the Service.
-pub fn automatic_discovery(
-    namespace: &str,
-    name: &str,
-    svc: &super::cluster::ServiceInfo,
-    cluster: &Cluster,
-) -> Option<serde_json::Value> {
-    use super::cluster::{ANNOTATION_NAMESPACE, ANNOTATION_PORT, ANNOTATION_SERVICE_NAME};
-    let registry_ns = svc.annotations.get(ANNOTATION_NAMESPACE)?;
-    let port: Option<serde_json::Value> = match svc.annotations.get(ANNOTATION_PORT) {
-        Some(p) => Some(match p.parse::<u16>() {
-            Ok(n) => n.into(),
-            Err(_) => p.clone().into(),
-        }),
-        None => svc.ports.first().map(|p| match (&p.name, &p.target) {
-            // A named Service port resolves through its target port.
-            (Some(name), _) => name.clone().into(),
-            (None, IntOrString::Int(n)) => (*n).into(),
-            (None, IntOrString::String(s)) => s.clone().into(),
-        }),
-    };
-    let dns = cluster
-        .namespaces
-        .get(registry_ns)
-        .filter(|n| n.spec.type_.is_dns())
-        .map(|_| {
-            let mut records = vec![serde_json::json!({"type": "A"})];
-            if port.is_some() {
-                records.push(serde_json::json!({"type": "SRV"}));
-            }
-            serde_json::json!({"records": records})
-        });
-    let mut labels = svc.labels.clone();
-    labels.insert("app.kubernetes.io/managed-by".into(), "waymark".into());
-    let mut spec = serde_json::json!({
-        "namespaceRef": {"name": registry_ns},
-        "serviceName": svc.annotations.get(ANNOTATION_SERVICE_NAME).map_or(name, String::as_str),
-        "serviceRef": {"name": name},
-    });
-    if let Some(p) = port {
-        spec["port"] = p;
-    }
-    if let Some(d) = dns {
-        spec["dns"] = d;
-    }
-    Some(serde_json::json!({
-        "apiVersion": crate::crd::API_VERSION,
-        "kind": "ServiceDiscovery",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [{
-                "apiVersion": "v1",
-                "kind": "Service",
-                "name": name,
-                "uid": svc.uid,
-                "controller": true,
-                "blockOwnerDeletion": false,
-            }],
-        },
-        "spec": spec,
-    }))
 }
 
 #[cfg(test)]

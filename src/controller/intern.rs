@@ -1,17 +1,17 @@
-//! Sharing of values many pods repeat.
+//! Sharing of values many objects repeat: a generic pool that keeps one
+//! copy of each distinct value behind an `Arc`.
 //!
 //! Pods of one workload carry identical labels and container ports and run
-//! on a handful of nodes in a handful of namespaces, so the controller keeps
-//! one copy of each distinct value behind an `Arc` and lets every pod point
-//! at it. With 10,000 pods this turns 10,000 label maps into a few dozen.
+//! on a handful of nodes in a handful of namespaces, so the controller lets
+//! every pod point at one pooled copy (see `cluster::Interner`, which holds
+//! the pools of the values pods share). With 10,000 pods this turns 10,000
+//! label maps into a few dozen. Nothing here knows what is pooled.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use super::cluster::ContainerPort;
-
-/// A pool of shared values. Values no pod refers to any more are dropped
+/// A pool of shared values. Values nothing refers to any more are dropped
 /// whenever the pool has doubled since its last sweep, so the pool stays
 /// proportional to the distinct values in use.
 #[derive(Debug)]
@@ -80,57 +80,9 @@ impl<T: ?Sized + Hash + Eq> Pool<T> {
     }
 }
 
-/// Labels of a Kubernetes object.
-pub type Labels = BTreeMap<String, String>;
-
-/// The pools of the values pods share.
-#[derive(Debug, Default)]
-pub struct Interner {
-    /// Namespace and node names.
-    pub names: Pool<str>,
-    /// Label sets.
-    pub labels: Pool<Labels>,
-    /// Container port lists.
-    pub ports: Pool<[ContainerPort]>,
-}
-
-impl Interner {
-    /// The shared copy of a name.
-    pub fn name(&mut self, name: &str) -> Arc<str> {
-        self.names.get(name)
-    }
-
-    /// The shared copy of a label set.
-    pub fn labels(&mut self, labels: Labels) -> Arc<Labels> {
-        self.labels.take(labels)
-    }
-
-    /// The shared copy of a port list.
-    pub fn ports(&mut self, ports: &[ContainerPort]) -> Arc<[ContainerPort]> {
-        self.ports.get(ports)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn equal_values_share_one_copy() {
-        let mut i = Interner::default();
-        let a = i.name("node-1");
-        let b = i.name(&String::from("node-1"));
-        assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &i.name("node-2")));
-        let l1 = i.labels([("app".into(), "web".into())].into());
-        let l2 = i.labels([("app".into(), "web".into())].into());
-        assert!(Arc::ptr_eq(&l1, &l2));
-        let p = [ContainerPort {
-            name: Some("http".into()),
-            port: 80,
-        }];
-        assert!(Arc::ptr_eq(&i.ports(&p), &i.ports(&p.clone())));
-    }
 
     #[test]
     fn unused_values_are_swept_as_the_pool_grows() {

@@ -1,0 +1,530 @@
+//! The ServiceDiscovery reconcile: a full pass plans an SD
+//! ([`desired::plan`]) and applies the plan in one registry write; pod
+//! changes of an SD with a cached clean plan are applied one pod at a time,
+//! all SDs in one commit. Also the removal of what no SD asks for any more,
+//! and the Events of active-check health flips.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use super::Controller;
+use super::cluster::Key;
+use super::desired::{self, DesiredService, Plan, owner_object};
+use super::status::SdOutcome;
+use crate::crd::{InstanceCounts, ServiceDiscovery};
+use crate::registry::model::{HealthCheckCustomConfig, HealthStatus, NamespaceType, Owner};
+use crate::registry::{self, CreateService, UpdateService};
+
+/// What the last full reconcile of a ServiceDiscovery found, so pod changes
+/// can be applied one pod at a time without planning every pod again.
+pub(super) struct SdCache {
+    service_id: String,
+    object: String,
+    dns_name: Option<String>,
+    service_problems: Vec<desired::Problem>,
+    pods: BTreeMap<String, desired::PodState>,
+}
+
+impl Controller {
+    pub(super) fn reconcile_sd(&mut self, key: &Key) {
+        let Some(sd) = self.cluster.discoveries.get(key).cloned() else {
+            self.pending_since.remove(key);
+            return;
+        };
+        let timer = self
+            .metrics
+            .duration
+            .with_label_values(&["ServiceDiscovery"])
+            .start_timer();
+        let object = owner_object(&sd);
+        let now = registry::now_millis();
+        self.sd_cache.remove(key);
+        let outcome = match desired::plan(&sd, &self.cluster, &self.cluster_id, now) {
+            Ok(mut plan) => {
+                if let Some(at) = plan.next_deadline {
+                    self.deadlines.entry(at).or_default().insert(key.clone());
+                }
+                let pods = std::mem::take(&mut plan.pods);
+                let service_problems = std::mem::take(&mut plan.service_problems);
+                let outcome = self.apply_plan(&sd, &object, plan);
+                // Only a clean sync is a base for pod-by-pod updates; after a
+                // failure or rejected instances every change plans in full.
+                if let Some(service_id) = &outcome.service_id
+                    && outcome.failure.is_none()
+                    && !outcome
+                        .problems
+                        .iter()
+                        .any(|p| p.reason == "InstancesRejected")
+                {
+                    self.sd_cache.insert(
+                        key.clone(),
+                        SdCache {
+                            service_id: service_id.clone(),
+                            object: object.clone(),
+                            dns_name: outcome.dns_name.clone(),
+                            service_problems,
+                            pods,
+                        },
+                    );
+                }
+                outcome
+            }
+            Err(e) => {
+                // Without a valid target nothing may stay registered for it.
+                self.remove_services_of(&object, None);
+                SdOutcome::failed(e.reason(), e.to_string())
+            }
+        };
+        timer.observe_duration();
+        let result = if outcome.failure.is_some() {
+            "error"
+        } else {
+            "ok"
+        };
+        self.metrics
+            .reconciles
+            .with_label_values(&["ServiceDiscovery", result])
+            .inc();
+        if let Some(since) = self.pending_since.remove(key) {
+            self.metrics
+                .event_to_registry
+                .observe(since.elapsed().as_secs_f64());
+        }
+        self.write_sd_status(key, &sd, outcome);
+    }
+
+    /// Applies the pod changes of SDs with a cached plan one pod at a time,
+    /// all in one registry commit; SDs without a usable cache are planned in
+    /// full on the next pass.
+    pub(super) fn reconcile_pods(&mut self) {
+        let work = std::mem::take(&mut self.dirty_pods);
+        if work.is_empty() {
+            return;
+        }
+        let timer = self
+            .metrics
+            .duration
+            .with_label_values(&["Pods"])
+            .start_timer();
+        let now = registry::now_millis();
+        let mut batch = Vec::new();
+        let mut done = Vec::new();
+        for (key, names) in work {
+            let (Some(sd), Some(cache)) = (
+                self.cluster.discoveries.get(&key),
+                self.sd_cache.get_mut(&key),
+            ) else {
+                self.dirty_sds.insert(key);
+                continue;
+            };
+            let Ok(selector) = self.cluster.selector_of(sd) else {
+                self.dirty_sds.insert(key);
+                continue;
+            };
+            let ctx = desired::PodContext::new(sd, &self.cluster, &self.cluster_id);
+            let pods = self.cluster.pods.get(&key.0);
+            let mut upserts = Vec::new();
+            let mut removals = Vec::new();
+            let mut gates = Vec::new();
+            for name in &names {
+                let plan = pods
+                    .and_then(|m| m.get(name))
+                    .filter(|p| selector.matches(&p.labels))
+                    .map(|p| ctx.plan_pod(p, now));
+                let old = match &plan {
+                    Some(p) => cache.pods.insert(name.clone(), p.state()),
+                    None => cache.pods.remove(name),
+                };
+                let old_id = match &old {
+                    Some(desired::PodState::Instance { id, .. }) => Some(id.as_str()),
+                    _ => None,
+                };
+                match plan {
+                    Some(desired::PodPlan::Instance {
+                        instance,
+                        gate,
+                        deadline,
+                        ..
+                    }) => {
+                        if old.as_ref() != cache.pods.get(name) {
+                            if old_id.is_some_and(|o| o != instance.id) {
+                                removals.extend(old_id.map(str::to_string));
+                            }
+                            upserts.push(instance);
+                        }
+                        if let Some(at) = deadline {
+                            self.deadlines.entry(at).or_default().insert(key.clone());
+                        }
+                        gates.extend(gate);
+                    }
+                    _ => removals.extend(old_id.map(str::to_string)),
+                }
+            }
+            if !upserts.is_empty() || !removals.is_empty() {
+                batch.push(registry::PartialSync {
+                    service_id: cache.service_id.clone(),
+                    owner: Owner::Controller {
+                        cluster: self.cluster_id.clone(),
+                        object: cache.object.clone(),
+                    },
+                    upserts,
+                    removals,
+                });
+            }
+            done.push((key, gates));
+        }
+        let mut failed = BTreeSet::new();
+        if !batch.is_empty() {
+            let ids: Vec<String> = batch.iter().map(|p| p.service_id.clone()).collect();
+            match self.registry.sync_partial(batch) {
+                Ok(results) => {
+                    for (id, r) in ids.into_iter().zip(results) {
+                        match r {
+                            Ok(o) if o.rejected.is_empty() => {}
+                            Ok(_) => {
+                                failed.insert(id);
+                            }
+                            Err(e) => {
+                                warn!(service = %id, error = %e, "pod sync failed; planning in full");
+                                failed.insert(id);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "registry write failed; planning in full");
+                    failed.extend(ids);
+                }
+            }
+        }
+        timer.observe_duration();
+        for (key, gates) in done {
+            let Some(cache) = self.sd_cache.get(&key) else {
+                continue;
+            };
+            if failed.contains(&cache.service_id) {
+                // The full pass reports what was rejected and why.
+                self.sd_cache.remove(&key);
+                self.dirty_sds.insert(key);
+                continue;
+            }
+            self.metrics
+                .reconciles
+                .with_label_values(&["Pods", "ok"])
+                .inc();
+            if let Some(since) = self.pending_since.remove(&key) {
+                self.metrics
+                    .event_to_registry
+                    .observe(since.elapsed().as_secs_f64());
+            }
+            let index = self.registry.read();
+            if let Some(entry) = index.service(&cache.service_id) {
+                self.update_gates(&key.0, entry, gates.iter().map(|g| &**g));
+            }
+            let summary = desired::summarize(cache.pods.values());
+            let mut problems = cache.service_problems.clone();
+            problems.extend(summary.problems);
+            let outcome = SdOutcome {
+                service_id: Some(cache.service_id.clone()),
+                dns_name: cache.dns_name.clone(),
+                counts: instance_counts(&index, &cache.service_id),
+                failure: None,
+                problems,
+                skipped_labels: summary.skipped_labels,
+            };
+            drop(index);
+            if let Some(sd) = self.cluster.discoveries.get(&key).cloned() {
+                self.write_sd_status(&key, &sd, outcome);
+            }
+        }
+    }
+
+    fn apply_plan(&self, sd: &ServiceDiscovery, object: &str, plan: Plan) -> SdOutcome {
+        let owner = self.owner(object.to_string());
+        let want = &plan.service;
+        let (ns_id, ns_kind, existing) = {
+            let index = self.registry.read();
+            let Some(ns) = index.namespace_by_http_name(&want.namespace) else {
+                return SdOutcome::failed(
+                    "NamespaceNotReady",
+                    format!("registry namespace {} does not exist yet", want.namespace),
+                );
+            };
+            let existing = index
+                .service_by_name(&ns.id, &want.name)
+                .map(|e| e.service.clone());
+            (ns.id.clone(), ns.kind, existing)
+        };
+        let service_id = match existing {
+            Some(svc) if svc.owner != owner => {
+                return SdOutcome::failed(
+                    "ServiceNameConflict",
+                    format!(
+                        "service {} in namespace {} is already managed by {}",
+                        want.name,
+                        want.namespace,
+                        match &svc.owner {
+                            Owner::Api => "the Cloud Map API".to_string(),
+                            Owner::Controller { cluster, object } =>
+                                format!("{object} (cluster {cluster})"),
+                        }
+                    ),
+                );
+            }
+            Some(svc) if compatible(&svc, want) => {
+                let hc_differs = svc
+                    .health_check_config
+                    .as_ref()
+                    .map(|h| (h.kind, h.resource_path.clone(), h.failure_threshold))
+                    != want
+                        .health_check_config
+                        .as_ref()
+                        .map(|h| (h.kind, h.resource_path.clone(), h.failure_threshold));
+                let ttl_differs = svc.dns_config.as_ref().map(|d| &d.records)
+                    != want.dns_config.as_ref().map(|d| &d.records);
+                if hc_differs || ttl_differs || svc.description != want.description {
+                    let update = UpdateService {
+                        description: want.description.clone(),
+                        dns_records: want.dns_config.as_ref().map(|d| d.records.clone()),
+                        health_check_config: want.health_check_config.clone(),
+                    };
+                    if let Err(e) = self.registry.update_service(&svc.id, update, &owner) {
+                        return SdOutcome::failed("RegistryError", e.to_string());
+                    }
+                }
+                svc.id
+            }
+            existing => {
+                if let Some(old) = existing {
+                    // Record types, routing and custom health are immutable in
+                    // Cloud Map: replace the service.
+                    info!(service = %old.id, "recreating service after an immutable change");
+                    self.remove_service(&old.id, object);
+                }
+                let created = self.registry.create_service(CreateService {
+                    name: want.name.clone(),
+                    namespace_id: ns_id.clone(),
+                    description: want.description.clone(),
+                    dns_config: want.dns_config.clone(),
+                    health_check_config: want.health_check_config.clone(),
+                    health_check_custom_config: want.custom_health.then_some(
+                        HealthCheckCustomConfig {
+                            failure_threshold: None,
+                        },
+                    ),
+                    http_only: false,
+                    creator_request_id: None,
+                    tags: Vec::new(),
+                    owner: owner.clone(),
+                });
+                match created {
+                    Ok(svc) => svc.id,
+                    Err(e) => return SdOutcome::failed("RegistryError", e.to_string()),
+                }
+            }
+        };
+        // A renamed service or a new namespaceRef leaves the old one behind.
+        self.remove_services_of(object, Some(&service_id));
+        let result = match self
+            .registry
+            .sync_instances(&service_id, plan.instances, &owner)
+        {
+            Ok(r) => r,
+            Err(e) => return SdOutcome::failed("RegistryError", e.to_string()),
+        };
+        if result.changed() {
+            debug!(sd = %object, registered = result.registered, updated = result.updated,
+                deregistered = result.deregistered, health = result.health_changed, "instances synced");
+        }
+        let mut problems = plan.problems;
+        if !result.rejected.is_empty() {
+            let sample: Vec<String> = result
+                .rejected
+                .iter()
+                .take(3)
+                .map(|(id, why)| format!("{id}: {why}"))
+                .collect();
+            problems.push(desired::Problem {
+                reason: "InstancesRejected",
+                message: format!(
+                    "{} instance(s) rejected by the registry: {}",
+                    result.rejected.len(),
+                    sample.join("; ")
+                ),
+            });
+        }
+        let index = self.registry.read();
+        if let Some(entry) = index.service(&service_id) {
+            self.update_gates(
+                &sd.namespace().unwrap_or_default(),
+                entry,
+                plan.gated.iter(),
+            );
+        }
+        let counts = instance_counts(&index, &service_id);
+        SdOutcome {
+            service_id: Some(service_id),
+            dns_name: (ns_kind != NamespaceType::Http)
+                .then(|| format!("{}.{}", want.name, want.namespace)),
+            counts,
+            failure: None,
+            problems,
+            skipped_labels: plan.skipped_labels,
+        }
+    }
+
+    /// Active-check health flips of this controller's instances: an Event
+    /// on the ServiceDiscovery (one per SD and direction per batch, naming
+    /// up to five instances) and a status and readiness-gate refresh.
+    pub(super) fn on_health_flips(&mut self, flips: Vec<registry::HealthFlip>) {
+        let mut by_sd: BTreeMap<(Key, bool), Vec<String>> = BTreeMap::new();
+        for f in flips {
+            let Owner::Controller { cluster, object } = &f.owner else {
+                continue;
+            };
+            let Some((ns, name)) = object
+                .strip_prefix("ServiceDiscovery ")
+                .and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            if *cluster != self.cluster_id {
+                continue;
+            }
+            let key = (ns.to_string(), name.to_string());
+            let pod = self.sd_cache.get(&key).and_then(|c| {
+                c.pods.iter().find_map(|(pod, st)| match st {
+                    desired::PodState::Instance { id, .. } if *id == f.instance_id => {
+                        Some(pod.clone())
+                    }
+                    _ => None,
+                })
+            });
+            let dirty = self.dirty_pods.entry(key.clone()).or_default();
+            dirty.extend(pod);
+            by_sd
+                .entry((key, f.to == HealthStatus::Healthy))
+                .or_default()
+                .push(f.instance_id);
+        }
+        for ((key, healthy), ids) in by_sd {
+            let Some(sd) = self.cluster.discoveries.get(&key) else {
+                continue;
+            };
+            let (type_, reason, state) = if healthy {
+                (EventType::Normal, "InstanceHealthy", "HEALTHY")
+            } else {
+                (EventType::Warning, "InstanceUnhealthy", "UNHEALTHY")
+            };
+            let mut names = ids.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            if ids.len() > 5 {
+                names.push_str(&format!(" and {} more", ids.len() - 5));
+            }
+            let note = format!(
+                "{} instance(s) now {state} by the active health check: {names}",
+                ids.len()
+            );
+            self.event(sd.object_ref(&()), type_, reason, note);
+        }
+    }
+
+    /// Removes what this cluster's controller owns but no object asks for any
+    /// more. Runs only once every watch has synced, so a restart never
+    /// deregisters live pods.
+    pub(super) fn collect_garbage(&mut self) {
+        let owned: Vec<(String, String)> = {
+            let index = self.registry.read();
+            index
+                .services()
+                .filter_map(|e| match &e.service.owner {
+                    Owner::Controller { cluster, object } if *cluster == self.cluster_id => {
+                        Some((e.service.id.clone(), object.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for (id, object) in owned {
+            let wanted = object
+                .strip_prefix("ServiceDiscovery ")
+                .and_then(|k| k.split_once('/'))
+                .is_some_and(|(ns, name)| {
+                    self.cluster
+                        .discoveries
+                        .contains_key(&(ns.to_string(), name.to_string()))
+                });
+            if !wanted {
+                info!(service = %id, %object, "removing a service whose ServiceDiscovery no longer exists");
+                self.remove_service(&id, &object);
+            }
+        }
+    }
+
+    fn remove_service(&self, id: &str, object: &str) {
+        let owner = self.owner(object.to_string());
+        if let Err(e) = self
+            .registry
+            .sync_instances(id, Vec::new(), &owner)
+            .and_then(|_| self.registry.delete_service(id, &owner))
+        {
+            warn!(service = %id, error = %e, "cannot remove service");
+        }
+    }
+
+    /// Removes the services `object` owns, except `keep`.
+    pub(super) fn remove_services_of(&self, object: &str, keep: Option<&str>) {
+        let ids: Vec<String> = {
+            let index = self.registry.read();
+            index
+                .services()
+                .filter(|e| Some(e.service.id.as_str()) != keep)
+                .filter(|e| {
+                    matches!(&e.service.owner, Owner::Controller { cluster, object: o }
+                        if *cluster == self.cluster_id && o == object)
+                })
+                .map(|e| e.service.id.clone())
+                .collect()
+        };
+        for id in ids {
+            self.remove_service(&id, object);
+        }
+    }
+}
+
+/// The instance counts reported in a ServiceDiscovery's status.
+fn instance_counts(index: &registry::index::Index, service_id: &str) -> Option<InstanceCounts> {
+    index.service(service_id).map(|e| {
+        let healthy = e
+            .instances
+            .values()
+            .filter(|i| {
+                matches!(
+                    e.reported_health(i),
+                    HealthStatus::Healthy | HealthStatus::Unknown
+                )
+            })
+            .count() as u32;
+        InstanceCounts {
+            total: e.instances.len() as u32,
+            healthy,
+            unhealthy: e.instances.len() as u32 - healthy,
+        }
+    })
+}
+
+/// Whether an existing registry service can be updated in place to `want`
+/// (Cloud Map cannot change record types, routing or custom health).
+fn compatible(svc: &crate::registry::model::Service, want: &DesiredService) -> bool {
+    let types = |d: Option<&crate::registry::model::DnsConfig>| {
+        d.map(|d| {
+            let mut t: Vec<_> = d.records.iter().map(|r| r.kind).collect();
+            t.sort();
+            (d.routing_policy, t)
+        })
+    };
+    types(svc.dns_config.as_ref()) == types(want.dns_config.as_ref())
+        && svc.health_check_custom_config.is_some() == want.custom_health
+}
