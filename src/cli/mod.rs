@@ -287,6 +287,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 pub fn spawn_prober(
     registry: Arc<Registry>,
     flags: &ProbeArgs,
+    cluster: Option<&str>,
     prometheus: &prometheus::Registry,
     active: watch::Receiver<bool>,
     flips: Option<mpsc::Sender<Vec<HealthFlip>>>,
@@ -301,6 +302,7 @@ pub fn spawn_prober(
     Ok(health::spawn(
         registry,
         flags.config(),
+        cluster,
         prometheus,
         active,
         flips,
@@ -401,9 +403,12 @@ async fn run_registry(
     let (leader_tx, probe_active) = watch::channel(leads);
     let (flips_tx, flips_rx) = mpsc::channel::<Vec<HealthFlip>>(256);
     let probe_flips = controller.is_some().then_some(flips_tx);
+    // Under `run`, this cluster's pods (and the API's instances) only: other
+    // clusters sharing the registry probe their own.
     let mut prober = spawn_prober(
         registry.clone(),
         &probe,
+        controller.as_ref().map(|(_, _, cluster)| cluster.as_str()),
         telemetry.prometheus(),
         probe_active,
         probe_flips,

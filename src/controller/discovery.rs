@@ -259,6 +259,16 @@ impl Controller {
             (ns.id.clone(), ns.kind, existing)
         };
         let service_id = match existing {
+            // Another cluster created it in a shared registry: one service
+            // holds the pods of both (Cloud Map's discovery across VPCs).
+            // Its owner keeps its settings; this cluster syncs only its own
+            // instances, which need the same record types and health model.
+            Some(svc) if self.owned_elsewhere(&svc.owner) => {
+                if let Err(message) = self.joinable(&svc, want, object) {
+                    return SdOutcome::failed("ServiceNameConflict", message);
+                }
+                svc.id
+            }
             Some(svc) if svc.owner != owner => {
                 return SdOutcome::failed(
                     "ServiceNameConflict",
@@ -266,11 +276,7 @@ impl Controller {
                         "service {} in namespace {} is already managed by {}",
                         want.name,
                         want.namespace,
-                        match &svc.owner {
-                            Owner::Api => "the Cloud Map API".to_string(),
-                            Owner::Controller { cluster, object } =>
-                                format!("{object} (cluster {cluster})"),
-                        }
+                        describe_owner(&svc.owner)
                     ),
                 );
             }
@@ -431,34 +437,93 @@ impl Controller {
         }
     }
 
+    /// Why this cluster cannot join `svc`, another cluster's service, for
+    /// the ServiceDiscovery `object`, if it cannot.
+    fn joinable(
+        &self,
+        svc: &crate::registry::model::Service,
+        want: &DesiredService,
+        object: &str,
+    ) -> Result<(), String> {
+        let by = describe_owner(&svc.owner);
+        if !compatible(svc, want) {
+            return Err(format!(
+                "service {} in namespace {} is managed by {by} with other DNS records, routing \
+                 or health model; a service shared by clusters needs the same ones",
+                want.name, want.namespace
+            ));
+        }
+        // Within this cluster one ServiceDiscovery syncs a service's pods.
+        let index = self.registry.read();
+        let other = index.service(&svc.id).and_then(|e| {
+            e.instances.values().find_map(|i| match &*i.owner {
+                Owner::Controller { cluster, object: o }
+                    if *cluster == self.cluster_id && o != object =>
+                {
+                    Some(o.clone())
+                }
+                _ => None,
+            })
+        });
+        match other {
+            Some(o) => Err(format!(
+                "service {} in namespace {} (managed by {by}) already holds this cluster's pods \
+                 of {o}",
+                want.name, want.namespace
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the ServiceDiscovery an owner marker names still exists.
+    fn discovery_exists(&self, object: &str) -> bool {
+        object
+            .strip_prefix("ServiceDiscovery ")
+            .and_then(|k| k.split_once('/'))
+            .is_some_and(|(ns, name)| {
+                self.cluster
+                    .discoveries
+                    .contains_key(&(ns.to_string(), name.to_string()))
+            })
+    }
+
     /// Removes what this cluster's controller owns but no object asks for any
-    /// more. Runs only once every watch has synced, so a restart never
-    /// deregisters live pods.
+    /// more: its services, and its instances in services other clusters
+    /// own. Runs only once every watch has synced, so a restart never
+    /// deregisters live pods; never touches another cluster's instances.
     pub(super) fn collect_garbage(&mut self) {
-        let owned: Vec<(String, String)> = {
+        let (owned, joined) = {
             let index = self.registry.read();
-            index
-                .services()
-                .filter_map(|e| match &e.service.owner {
+            let mut owned = Vec::new();
+            let mut joined = BTreeSet::new();
+            for e in index.services() {
+                match &e.service.owner {
                     Owner::Controller { cluster, object } if *cluster == self.cluster_id => {
-                        Some((e.service.id.clone(), object.clone()))
+                        owned.push((e.service.id.clone(), object.clone()));
                     }
-                    _ => None,
-                })
-                .collect()
+                    _ => {
+                        for i in e.instances.values() {
+                            if let Owner::Controller { cluster, object } = &*i.owner
+                                && *cluster == self.cluster_id
+                            {
+                                joined.insert((e.service.id.clone(), object.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            (owned, joined)
         };
         for (id, object) in owned {
-            let wanted = object
-                .strip_prefix("ServiceDiscovery ")
-                .and_then(|k| k.split_once('/'))
-                .is_some_and(|(ns, name)| {
-                    self.cluster
-                        .discoveries
-                        .contains_key(&(ns.to_string(), name.to_string()))
-                });
-            if !wanted {
+            if !self.discovery_exists(&object) {
                 info!(service = %id, %object, "removing a service whose ServiceDiscovery no longer exists");
                 self.remove_service(&id, &object);
+            }
+        }
+        for (id, object) in joined {
+            if !self.discovery_exists(&object) {
+                info!(service = %id, %object, "removing this cluster's instances of a ServiceDiscovery that no longer exists");
+                self.leave_service(&id, &object);
             }
         }
     }
@@ -470,27 +535,55 @@ impl Controller {
             .sync_instances(id, Vec::new(), &owner)
             .and_then(|_| self.registry.delete_service(id, &owner))
         {
+            // Other clusters' instances keep a shared service; garbage
+            // collection tries again once they are gone.
             warn!(service = %id, error = %e, "cannot remove service");
         }
     }
 
-    /// Removes the services `object` owns, except `keep`.
+    /// Deregisters this cluster's instances from another cluster's service.
+    fn leave_service(&self, id: &str, object: &str) {
+        let owner = self.owner(object.to_string());
+        if let Err(e) = self.registry.sync_instances(id, Vec::new(), &owner) {
+            warn!(service = %id, error = %e, "cannot deregister this cluster's instances");
+        }
+    }
+
+    /// Removes the services `object` owns, and its instances in other
+    /// clusters' services, except in `keep`.
     pub(super) fn remove_services_of(&self, object: &str, keep: Option<&str>) {
-        let ids: Vec<String> = {
+        let (owned, joined): (Vec<String>, Vec<String>) = {
             let index = self.registry.read();
-            index
+            let mine = |o: &Owner| {
+                matches!(o, Owner::Controller { cluster, object: x }
+                    if *cluster == self.cluster_id && x == object)
+            };
+            let others = index
                 .services()
-                .filter(|e| Some(e.service.id.as_str()) != keep)
-                .filter(|e| {
-                    matches!(&e.service.owner, Owner::Controller { cluster, object: o }
-                        if *cluster == self.cluster_id && o == object)
-                })
-                .map(|e| e.service.id.clone())
-                .collect()
+                .filter(|e| Some(e.service.id.as_str()) != keep);
+            let (owned, rest): (Vec<_>, Vec<_>) = others.partition(|e| mine(&e.service.owner));
+            (
+                owned.iter().map(|e| e.service.id.clone()).collect(),
+                rest.iter()
+                    .filter(|e| e.instances.values().any(|i| mine(&i.owner)))
+                    .map(|e| e.service.id.clone())
+                    .collect(),
+            )
         };
-        for id in ids {
+        for id in owned {
             self.remove_service(&id, object);
         }
+        for id in joined {
+            self.leave_service(&id, object);
+        }
+    }
+}
+
+/// Who manages a registry resource, for messages.
+fn describe_owner(owner: &Owner) -> String {
+    match owner {
+        Owner::Api => "the Cloud Map API".to_string(),
+        Owner::Controller { cluster, object } => format!("{object} (cluster {cluster})"),
     }
 }
 

@@ -210,6 +210,7 @@ pub async fn run(
         status_sent_at: HashMap::new(),
         status_due: BTreeMap::new(),
     };
+    let shared = ctl.registry.is_shared();
     let mut resync = tokio::time::interval(config.resync);
     resync.tick().await;
     tokio::pin!(shutdown);
@@ -277,6 +278,7 @@ pub async fn run(
                         .map(|(k, _)| k.clone())
                         .collect();
                     ctl.dirty_services.extend(annotated);
+                    ctl.gc_done = false;
                 }
             }
             _ = resync.tick() => {
@@ -286,7 +288,14 @@ pub async fn run(
             }
         }
         if ctl.synced.all() {
-            tokio::task::block_in_place(|| ctl.reconcile_dirty());
+            // On a shared store the leader reconciles for every replica; a
+            // standby only keeps its cache current (taking over marks
+            // everything dirty again).
+            if shared && !*leader_rx.borrow() {
+                ctl.forget_dirty();
+            } else {
+                tokio::task::block_in_place(|| ctl.reconcile_dirty());
+            }
             ready(true);
         }
     };
@@ -339,6 +348,26 @@ impl Controller {
             cluster: self.cluster_id.clone(),
             object,
         }
+    }
+
+    /// Whether `owner` is another cluster's controller: in a registry
+    /// several clusters share, what it created this cluster may join (a
+    /// namespace, a service holding pods of both) but never changes or
+    /// removes.
+    fn owned_elsewhere(&self, owner: &Owner) -> bool {
+        matches!(owner, Owner::Controller { cluster, .. } if *cluster != self.cluster_id)
+    }
+
+    /// Drops what a pass would have reconciled (a standby on a shared
+    /// store). Nothing is lost: the leader reconciles it, and taking over
+    /// marks every object dirty and collects garbage again.
+    fn forget_dirty(&mut self) {
+        self.deleted_sds.clear();
+        self.dirty_namespaces.clear();
+        self.dirty_services.clear();
+        self.dirty_sds.clear();
+        self.dirty_pods.clear();
+        self.pending_since.clear();
     }
 
     /// One pass over everything marked dirty, kinds in the order they

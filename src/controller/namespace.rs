@@ -111,18 +111,16 @@ impl Controller {
                     owner: owner.clone(),
                 })
                 .map(|_| ()),
-            Some(ns)
-                if ns.owner != owner
-                    && !matches!(&ns.owner, Owner::Controller { cluster, .. } if *cluster == self.cluster_id) =>
-            {
-                Err(registry::Error::ResourceInUse(format!(
-                    "registry namespace {registry_name} already exists and is not managed by this Namespace"
-                )))
-            }
+            Some(ns) if ns.owner == Owner::Api => Err(registry::Error::ResourceInUse(format!(
+                "registry namespace {registry_name} already exists and is not managed by this Namespace"
+            ))),
             Some(ns) if ns.kind != kind => Err(registry::Error::ResourceInUse(format!(
                 "registry namespace {registry_name} exists with type {}",
                 ns.kind.as_str()
             ))),
+            // Another cluster's controller created it in a shared registry:
+            // this cluster joins it and leaves its settings to that owner.
+            Some(ns) if self.owned_elsewhere(&ns.owner) => Ok(()),
             Some(ns) => {
                 if ns.description != wns.spec.description || ns.soa_ttl != soa_ttl {
                     self.registry

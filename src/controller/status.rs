@@ -373,9 +373,18 @@ impl Controller {
         let Some(ns) = index.namespace_by_http_name(wns.registry_name()) else {
             return;
         };
-        if !matches!(&ns.owner, Owner::Controller { cluster, .. } if *cluster == self.cluster_id) {
+        if ns.owner == Owner::Api {
             return;
         }
+        // A namespace another cluster created (a shared registry) is joined:
+        // ready, with its settings left to its owner.
+        let (reason, message) = match &ns.owner {
+            Owner::Controller { cluster, .. } if *cluster != self.cluster_id => (
+                "Joined",
+                format!("the registry namespace exists, created by cluster {cluster}"),
+            ),
+            _ => ("Registered", "the registry namespace exists".to_string()),
+        };
         self.metrics
             .reconciles
             .with_label_values(&["Namespace", "ok"])
@@ -385,13 +394,7 @@ impl Controller {
             service_count: Some(index.service_count(&ns.id) as u32),
             observed_generation: wns.metadata.generation,
             conditions: vec![
-                condition(
-                    previous,
-                    "Ready",
-                    true,
-                    "Registered",
-                    "the registry namespace exists",
-                ),
+                condition(previous, "Ready", true, reason, &message),
                 condition(
                     previous,
                     "Synced",

@@ -101,6 +101,8 @@ impl Default for ProberConfig {
 pub struct Prober {
     registry: Arc<Registry>,
     config: ProberConfig,
+    /// Probe only this cluster's controller's instances (and the API's).
+    cluster: Option<Arc<str>>,
     metrics: HealthMetrics,
     client: probe::Client,
 }
@@ -149,9 +151,21 @@ impl Prober {
                 concurrency: config.concurrency.max(1),
                 ..config
             },
+            cluster: None,
             metrics,
             client: probe::Client::new()?,
         })
+    }
+
+    /// Probes only the instances this cluster's controller owns and those
+    /// registered through the API (see [`Scheduler::scoped_to`]).
+    pub fn scoped_to(mut self, cluster: Option<&str>) -> Self {
+        self.cluster = cluster.map(Arc::from);
+        self
+    }
+
+    fn scheduler(&self) -> Scheduler {
+        Scheduler::new(self.config.defaults).scoped_to(self.cluster.clone())
     }
 
     /// Probes until `shutdown` resolves, while `active` is true. Verdict
@@ -169,7 +183,7 @@ impl Prober {
         let mut changes_open = true;
         let mut active_open = true;
         let mut is_active = *active.borrow_and_update();
-        let mut sched = Scheduler::new(self.config.defaults);
+        let mut sched = self.scheduler();
         let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
         // Verdicts waiting for the next write; a newer verdict for the same
         // instance replaces a queued one.
@@ -232,7 +246,7 @@ impl Prober {
                         is_active = now_active;
                         in_flight = FuturesUnordered::new();
                         pending.clear();
-                        sched = Scheduler::new(self.config.defaults);
+                        sched = self.scheduler();
                         if is_active {
                             info!("active health checks start (this replica leads)");
                             self.start(&mut sched, &mut rng);
@@ -358,13 +372,14 @@ fn log_flips(registry: &Registry, metrics: &HealthMetrics, flips: &[HealthFlip])
 pub fn spawn(
     registry: Arc<Registry>,
     config: ProberConfig,
+    cluster: Option<&str>,
     prometheus: &prometheus::Registry,
     active: watch::Receiver<bool>,
     flips: Option<mpsc::Sender<Vec<HealthFlip>>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, Error> {
     let metrics = HealthMetrics::register(prometheus)?;
-    let prober = Prober::new(registry, config, metrics)?;
+    let prober = Prober::new(registry, config, metrics)?.scoped_to(cluster);
     Ok(tokio::spawn(prober.run(active, flips, shutdown)))
 }
 

@@ -22,7 +22,7 @@ use rand::Rng;
 
 use super::target::{Defaults, Endpoint, Timing};
 use super::threshold::Verdict;
-use crate::registry::model::HealthCheckConfig;
+use crate::registry::model::{HealthCheckConfig, Owner};
 use crate::registry::{Index, ProbeVerdict, ServiceEntry};
 
 /// Identifies one incarnation of a target: a changed endpoint gets a new id,
@@ -73,6 +73,8 @@ pub struct Scheduler {
     targets: HashMap<TargetId, Target>,
     heap: BinaryHeap<Reverse<(Instant, TargetId)>>,
     next_id: TargetId,
+    /// Probe only the instances of this cluster's controller (and the API's).
+    cluster: Option<Arc<str>>,
 }
 
 /// A random point in `[lo, hi]` of `interval`.
@@ -89,6 +91,25 @@ impl Scheduler {
             targets: HashMap::new(),
             heap: BinaryHeap::new(),
             next_id: 0,
+            cluster: None,
+        }
+    }
+
+    /// Leaves out the instances other clusters' controllers own: on a
+    /// registry shared by several clusters each cluster's leader probes its
+    /// own pods (another cluster's pod addresses may not even be routable
+    /// from here). Instances registered through the API are probed by every
+    /// prober of the registry.
+    pub fn scoped_to(mut self, cluster: Option<Arc<str>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Whether this schedule probes an instance owned by `owner`.
+    fn probes(&self, owner: &Owner) -> bool {
+        match (owner, &self.cluster) {
+            (Owner::Controller { cluster, .. }, Some(mine)) => **mine == **cluster,
+            _ => true,
         }
     }
 
@@ -153,6 +174,9 @@ impl Scheduler {
         };
         let mut instances = HashMap::with_capacity(entry.instances.len());
         for (iid, inst) in &entry.instances {
+            if !self.probes(&inst.owner) {
+                continue;
+            }
             let endpoint = Endpoint::of(hc, &inst.attributes);
             let tid = match old.remove(iid) {
                 Some(tid)
@@ -346,9 +370,10 @@ mod tests {
     use rand::rngs::SmallRng;
 
     use super::*;
+    use crate::registry::model::HealthStatus;
     use crate::registry::model::{Attributes, HealthCheckType, NamespaceType, Owner, TargetType};
     use crate::registry::{
-        CreateNamespace, CreateService, RegisterInstance, Registry, UpdateService,
+        CreateNamespace, CreateService, DesiredInstance, RegisterInstance, Registry, UpdateService,
     };
 
     const INTERVAL: Duration = Duration::from_secs(10);
@@ -457,6 +482,37 @@ mod tests {
 
     fn port(l: &Launch) -> u16 {
         l.endpoint.addr.unwrap().port()
+    }
+
+    #[test]
+    fn a_scoped_schedule_probes_its_own_clusters_pods_and_the_apis_instances() {
+        let mut f = Fixture::new(1);
+        f.sched = Scheduler::new(defaults()).scoped_to(Some(Arc::from("east")));
+        f.register("api-1", "127.0.0.1", 1000);
+        for (cluster, port) in [("east", 2000), ("west", 3000)] {
+            let owner = Owner::Controller {
+                cluster: cluster.into(),
+                object: "ServiceDiscovery shop/web".into(),
+            };
+            let desired = vec![DesiredInstance {
+                id: format!("{cluster}-pod"),
+                attributes: [
+                    ("AWS_INSTANCE_IPV4".to_string(), "127.0.0.1".to_string()),
+                    ("AWS_INSTANCE_PORT".to_string(), port.to_string()),
+                ]
+                .into(),
+                health: Some(HealthStatus::Healthy),
+            }];
+            f.reg.sync_instances(&f.svc, desired, &owner).unwrap();
+        }
+        f.sync(Duration::ZERO);
+        let mut ports: Vec<u16> = f.due(Duration::ZERO).iter().map(port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [1000, 2000], "west's pod is west's to probe");
+        // Unscoped (`waymark serve`): everything.
+        f.sched = Scheduler::new(defaults());
+        f.sync(Duration::ZERO);
+        assert_eq!(f.due(Duration::ZERO).len(), 3);
     }
 
     #[test]

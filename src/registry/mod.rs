@@ -337,6 +337,12 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether other processes write this registry too (a shared store): then
+    /// one controller leader among them reconciles for all its replicas.
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
     /// Whether what this replica serves is known to be current.
     pub fn store_status(&self) -> StoreStatus {
         self.store.status()

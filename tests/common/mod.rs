@@ -66,6 +66,15 @@ pub fn control_plane_with_controller_manager() -> &'static ControlPlane {
     get(&FULL, Mode::Full)
 }
 
+/// A second, separate control plane in the default mode — another cluster, for tests of
+/// several clusters sharing one registry. Always started by this process (even when
+/// `WAYMARK_TEST_KUBECONFIG` names a cluster for [`control_plane`]), so the two never
+/// are the same cluster.
+pub fn second_control_plane() -> &'static ControlPlane {
+    static SECOND: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+    get(&SECOND, Mode::Second)
+}
+
 fn get(cell: &'static OnceLock<Result<ControlPlane, String>>, mode: Mode) -> &'static ControlPlane {
     // The Result is stored (not unwrapped inside get_or_init) so that a failed start is
     // reported to every test instead of being retried by each of them.
@@ -116,6 +125,8 @@ pub fn stdout(out: &Output) -> String {
 enum Mode {
     Minimal,
     Full,
+    /// Minimal, and never the external cluster.
+    Second,
 }
 
 /// A Kubernetes control plane the tests talk to with `kubectl`.
@@ -136,7 +147,8 @@ pub struct ControlPlane {
 impl ControlPlane {
     fn start(mode: Mode) -> Result<Self, String> {
         let kubectl = std::env::var_os("WAYMARK_KUBECTL").unwrap_or_else(|| "kubectl".into());
-        if let Some(kubeconfig) = std::env::var_os(KUBECONFIG_ENV) {
+        if let Some(kubeconfig) = std::env::var_os(KUBECONFIG_ENV).filter(|_| mode != Mode::Second)
+        {
             eprintln!("[harness] using the cluster of {KUBECONFIG_ENV}={kubeconfig:?}");
             return Ok(Self {
                 kubeconfig: kubeconfig.into(),
@@ -157,6 +169,7 @@ impl ControlPlane {
         let mode_name = match mode {
             Mode::Minimal => "minimal",
             Mode::Full => "full",
+            Mode::Second => "second",
         };
         let dir = root.join(format!("{pid}-{start_time}-{mode_name}"));
 

@@ -10,6 +10,8 @@ mod common;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod shared_store;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -44,6 +46,7 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 /// `waymark run` scoped to them.
 struct World {
     cp: &'static ControlPlane,
+    setup: Setup,
     ns: TestNamespace,
     registry_ns: String,
     data_dir: PathBuf,
@@ -54,15 +57,45 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
+/// Which cluster a world's `waymark run` is in, and where its registry lives.
+struct Setup {
+    cp: &'static ControlPlane,
+    cluster_id: &'static str,
+    /// `etcd://…` for a shared registry; the embedded store when `None`.
+    store: Option<String>,
+    /// The registry namespace's name; default `<Kubernetes namespace>.test`.
+    registry_ns: Option<String>,
+}
+
+impl Setup {
+    fn embedded() -> Self {
+        Self {
+            cp: cp(),
+            cluster_id: "test-cluster",
+            store: None,
+            registry_ns: None,
+        }
+    }
+}
+
 impl World {
     /// Creates the namespaces and starts `waymark run`.
     fn new(prefix: &str, ns_type: &str) -> Self {
-        let cp = cp();
+        Self::with(prefix, ns_type, Setup::embedded())
+    }
+
+    /// Like [`World::new`], in the cluster and on the store `setup` names.
+    fn with(prefix: &str, ns_type: &str, setup: Setup) -> Self {
+        let cp = setup.cp;
         let ns = cp.create_namespace(prefix);
-        let registry_ns = format!("{}.test", ns.name);
+        let registry_ns = setup
+            .registry_ns
+            .clone()
+            .unwrap_or_else(|| format!("{}.test", ns.name));
         let dir = tempfile::tempdir().unwrap();
         let mut world = Self {
             cp,
+            setup,
             registry_ns,
             data_dir: dir.path().join("data"),
             api_port: free_port(),
@@ -104,9 +137,12 @@ spec: {{type: {ns_type}, description: test namespace}}
     /// Starts a `waymark run` replica scoped to this test (its own lease in
     /// the test namespace, 3-second lease duration for quick failover).
     fn spawn_run(&self, data_dir: &std::path::Path, api: u16, metrics: u16, dns: u16) -> Child {
-        Command::new(BIN)
-            .arg("run")
-            .arg("--kubeconfig")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run");
+        if let Some(store) = &self.setup.store {
+            cmd.args(["--store", store]);
+        }
+        cmd.arg("--kubeconfig")
             .arg(&self.cp.kubeconfig)
             .arg("--data-dir")
             .arg(data_dir)
@@ -115,7 +151,7 @@ spec: {{type: {ns_type}, description: test namespace}}
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
             .args(["--watch-namespaces", &self.ns.name])
             .args(["--selector", &format!("{TEST_LABEL}={}", self.ns.name)])
-            .args(["--cluster-id", "test-cluster"])
+            .args(["--cluster-id", self.setup.cluster_id])
             .args(["--lease-namespace", &self.ns.name])
             .args(["--lease-duration-seconds", "3"])
             .args(["--log", "warn"])
@@ -182,16 +218,18 @@ spec: {{type: {ns_type}, description: test namespace}}
     /// All instances of a service (health filter ALL), sorted by id, as
     /// (id, health, attributes); `None` while the service does not exist.
     fn instances(&self, service: &str) -> Option<Vec<(String, String, Value)>> {
-        let (status, body) = self.api(
+        self.instances_on(self.api_port, service)
+    }
+
+    /// [`World::instances`] as the replica serving the API on `port` answers.
+    fn instances_on(&self, port: u16, service: &str) -> Option<Vec<(String, String, Value)>> {
+        let body = Self::api_on(
+            port,
             "DiscoverInstances",
             json!({"NamespaceName": self.registry_ns, "ServiceName": service, "HealthStatus": "ALL", "MaxResults": 1000}),
         );
-        if status != 200 {
-            return None;
-        }
         let mut v: Vec<(String, String, Value)> = body["Instances"]
-            .as_array()
-            .unwrap()
+            .as_array()?
             .iter()
             .map(|i| {
                 (
@@ -215,8 +253,18 @@ spec: {{type: {ns_type}, description: test namespace}}
 
     /// Waits until the service's instances are exactly `want` as (id, health).
     fn expect(&self, service: &str, want: &[(&str, &str)]) -> Vec<(String, String, Value)> {
-        eventually(&format!("{service} instances {want:?}"), || {
-            let got = self.instances(service)?;
+        self.expect_on(self.api_port, service, want)
+    }
+
+    /// [`World::expect`] of the replica serving the API on `port`.
+    fn expect_on(
+        &self,
+        port: u16,
+        service: &str,
+        want: &[(&str, &str)],
+    ) -> Vec<(String, String, Value)> {
+        eventually(&format!("{service} instances {want:?} on :{port}"), || {
+            let got = self.instances_on(port, service)?;
             let ids: Vec<(&str, &str)> = got
                 .iter()
                 .map(|(i, h, _)| (i.as_str(), h.as_str()))

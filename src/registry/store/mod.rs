@@ -234,6 +234,11 @@ pub trait Store: Send + Sync {
     fn max_changes(&self) -> Option<usize> {
         None
     }
+    /// Whether other processes write the same registry (other replicas,
+    /// other clusters' controllers), so one of them may do a job for all.
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// Whether this replica is current.
     fn status(&self) -> StoreStatus {
         StoreStatus::default()

@@ -411,6 +411,10 @@ impl Store for EtcdStore {
         Some((self.config.max_txn_ops.saturating_sub(1) / 2).max(1))
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn status(&self) -> StoreStatus {
         let f = self.shared.freshness();
         let age = f.confirmed.elapsed();
