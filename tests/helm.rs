@@ -696,19 +696,35 @@ fn every_option_renders_objects_the_api_server_accepts() {
         .iter()
         .filter(|d| d["kind"] != "ServiceMonitor")
         .collect();
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": rest});
+    server_dry_run(
+        cp,
+        &ns.name,
+        &rest,
+        &[
+            "deployment.apps/wm-opts",
+            "service/data-wm-opts",
+            "networkpolicy.networking.k8s.io/wm-opts",
+            "servicediscovery.waymark.dev/inventory-manager",
+        ],
+    );
+}
+
+/// Sends `docs` through the real API server's validation and admission (`kubectl apply
+/// --dry-run=server`) in `namespace`; each of `expect` must be among the objects applied.
+fn server_dry_run<T: serde::Serialize>(
+    cp: &ControlPlane,
+    namespace: &str,
+    docs: &[T],
+    expect: &[&str],
+) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
     let out = cp.kubectl_with_stdin(
-        &["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"],
+        &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
         &list.to_string(),
     );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let applied = stdout(&out);
-    for what in [
-        "deployment.apps/wm-opts",
-        "service/data-wm-opts",
-        "networkpolicy.networking.k8s.io/wm-opts",
-        "servicediscovery.waymark.dev/inventory-manager",
-    ] {
+    for what in expect {
         assert!(applied.contains(what), "{what} not applied:\n{applied}");
     }
 }
@@ -809,16 +825,12 @@ fn ha_values_render_replicas_on_etcd_that_the_api_server_accepts() {
     assert!(find(&one, "Deployment", "wm-ha")["spec"]["template"]["spec"]["affinity"].is_null());
 
     // The whole HA install through the real API server's validation and admission.
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
-    let out = cp.kubectl_with_stdin(
-        &["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"],
-        &list.to_string(),
+    server_dry_run(
+        cp,
+        &ns.name,
+        &docs,
+        &["deployment.apps/wm-ha", "poddisruptionbudget.policy/wm-ha"],
     );
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let applied = stdout(&out);
-    for what in ["deployment.apps/wm-ha", "poddisruptionbudget.policy/wm-ha"] {
-        assert!(applied.contains(what), "{what} not applied:\n{applied}");
-    }
 }
 
 // --- install --------------------------------------------------------------------------------
