@@ -155,7 +155,18 @@ async fn load(
     n: usize,
     d: usize,
 ) -> (BTreeSet<String>, BTreeSet<String>) {
-    let registered = Arc::new(Mutex::new(BTreeSet::new()));
+    load_observed(clients, service_id, n, d, Arc::default()).await
+}
+
+/// [`load`], recording each acknowledged registration in `registered` as it
+/// happens (so a test can act mid-load).
+async fn load_observed(
+    clients: &[Client],
+    service_id: &str,
+    n: usize,
+    d: usize,
+    registered: Arc<Mutex<BTreeSet<String>>>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
     let deregistered = Arc::new(Mutex::new(BTreeSet::new()));
     let mut tasks = Vec::new();
     for r in 0..clients.len() {
@@ -260,8 +271,28 @@ async fn a_replica_killed_mid_load_loses_no_acknowledged_write() {
 
     let load_clients = clients.clone();
     let svc_for_load = svc.clone();
-    let running = tokio::spawn(async move { load(&load_clients, &svc_for_load, 300, 100).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let observed = acked.clone();
+    let running = tokio::spawn(async move {
+        load_observed(&load_clients, &svc_for_load, 300, 100, observed).await
+    });
+    // Kill replica 2 once it has acknowledged a few writes (however slow the
+    // machine is), well before its 300 are done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|id| id.starts_with("r2-"))
+        .count()
+        < 10
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica 2 acknowledged nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     replicas[2].kill();
     let (registered, deregistered) = running.await.unwrap();
     assert!(
