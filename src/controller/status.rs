@@ -328,10 +328,23 @@ impl Controller {
         self.sent_sd_status.insert(key.clone(), value.clone());
         value["lastSyncTime"] =
             serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now())).unwrap_or_default();
-        let _ = self.writes.try_send(Write::SdStatus {
-            key: key.clone(),
-            status: value,
-        });
+        if self
+            .writes
+            .try_send(Write::SdStatus {
+                key: key.clone(),
+                status: value,
+            })
+            .is_err()
+        {
+            // The writer is far behind (or gone): forget what was "sent" so
+            // a refresh shortly writes the status again instead of never.
+            warn!(sd = %format!("{}/{}", key.0, key.1), "status write queue full; retrying");
+            self.sent_sd_status.remove(key);
+            self.status_due
+                .entry(now + STATUS_INTERVAL_MS)
+                .or_default()
+                .insert(key.clone());
+        }
     }
 
     fn previous_ns_conditions(&self, wns: &WaymarkNamespace) -> Vec<Condition> {
@@ -414,10 +427,19 @@ impl Controller {
             return;
         }
         self.sent_ns_status.insert(name.to_string(), value.clone());
-        let _ = self.writes.try_send(Write::NsStatus {
-            name: name.to_string(),
-            status: value,
-        });
+        if self
+            .writes
+            .try_send(Write::NsStatus {
+                name: name.to_string(),
+                status: value,
+            })
+            .is_err()
+        {
+            // As for ServiceDiscoveries: the next pass over the Namespace
+            // (its next change, or the resync) writes it again.
+            warn!(namespace = %name, "status write queue full; retrying");
+            self.sent_ns_status.remove(name);
+        }
     }
 }
 
