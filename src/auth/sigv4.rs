@@ -18,6 +18,10 @@
 //! values trimmed with runs of spaces collapsed, and repeated headers joined
 //! with commas.
 //!
+//! The `Date` header that SigV4 allows in place of `X-Amz-Date` is not
+//! accepted: the SDKs always send `X-Amz-Date`, and it spares parsing HTTP
+//! dates.
+//!
 //! Everything here is pure: the caller passes the time, so tests can use the
 //! published test vectors' timestamps and the HTTP layer its own clock.
 
@@ -297,7 +301,8 @@ impl Verifier {
                              computed from the body",
                         ));
                     }
-                    vec![body_hash]
+                    // Signed as sent, which is what the signer hashed.
+                    vec![(*value).to_owned()]
                 }
                 _ => {
                     return Err(incomplete(
