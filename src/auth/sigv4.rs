@@ -479,16 +479,29 @@ fn parse_authorization<'a>(
         }
         return Err(incomplete(format!("{missing}Authorization={value}")));
     };
-    let amz_date = amz_date.trim();
-    Ok(Signature {
-        credential: parse_credential(credential)?,
-        signed_at: parse_amz_date(amz_date)?,
-        amz_date,
-        signed_headers: parse_signed_headers(signed_headers)?,
-        signed_headers_raw: signed_headers,
-        signature: parse_signature(signature)?,
-        expires: None,
-    })
+    Signature::parse(credential, amz_date.trim(), signed_headers, signature, None)
+}
+
+impl<'a> Signature<'a> {
+    /// Parses each part, in the same order for both forms so that the same
+    /// fault gets the same error whichever form carried it.
+    fn parse(
+        credential: &'a str,
+        amz_date: &'a str,
+        signed_headers: &'a str,
+        signature: &str,
+        expires: Option<u64>,
+    ) -> Result<Self, AuthError> {
+        Ok(Signature {
+            credential: parse_credential(credential)?,
+            signed_at: parse_amz_date(amz_date)?,
+            amz_date,
+            signed_headers: parse_signed_headers(signed_headers)?,
+            signed_headers_raw: signed_headers,
+            signature: parse_signature(signature)?,
+            expires,
+        })
+    }
 }
 
 /// Parses the presigned form's `X-Amz-*` query parameters.
@@ -535,15 +548,13 @@ fn parse_presigned(query: &[(String, String)]) -> Result<Signature<'_>, AuthErro
             )));
         }
     };
-    Ok(Signature {
-        credential: parse_credential(credential)?,
-        signed_at: parse_amz_date(amz_date)?,
+    Signature::parse(
+        credential,
         amz_date,
-        signed_headers: parse_signed_headers(signed_headers)?,
-        signed_headers_raw: signed_headers,
-        signature: parse_signature(signature)?,
-        expires: Some(expires),
-    })
+        signed_headers,
+        signature,
+        Some(expires),
+    )
 }
 
 /// `AKID/YYYYMMDD/region/service/aws4_request`. The terminator is checked
