@@ -2,6 +2,7 @@
 //! wire API of AWS Cloud Map.
 //!
 //! - [`api`]: the Cloud Map JSON 1.1 API over HTTP.
+//! - [`auth`]: AWS Signature Version 4 verification of API requests.
 //! - [`dns`]: authoritative DNS for DNS namespaces, answered from the registry.
 //! - [`health`]: active HTTP, HTTPS and TCP health checks of registered instances.
 //! - [`registry`]: the domain model and rules, the in-memory index and the
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -1,0 +1,14 @@
+//! Request authentication for the Cloud Map API.
+//!
+//! AWS SDKs and the AWS CLI sign every request with AWS Signature Version 4,
+//! so a registry that speaks the Cloud Map wire API authenticates callers by
+//! checking that signature. [`sigv4`] is the pure verification core: it takes
+//! a description of the request, the time and a way to look up secrets, and
+//! does no I/O, so the HTTP layer (src/api) decides where requests, clocks and
+//! credentials come from.
+
+pub mod sigv4;
+
+pub use sigv4::{
+    AuthError, Payload, Principal, SecretLookup, SignedRequest, Verifier, VerifierConfig,
+};
