@@ -332,8 +332,21 @@ impl Controller {
                 }
             }
         };
-        // A renamed service or a new namespaceRef leaves the old one behind.
+        // A renamed service or a new namespaceRef leaves the old one behind:
+        // removed when this cluster owns it, left when it was joined (the
+        // cached plan names it; after a restart garbage collection does).
         self.remove_services_of(object, Some(&service_id));
+        let key = (sd.namespace().unwrap_or_default(), sd.name_any());
+        if let Some(previous) = self.sd_cache.get(&key).map(|c| c.service_id.as_str())
+            && previous != service_id
+            && self
+                .registry
+                .read()
+                .service(previous)
+                .is_some_and(|e| self.owned_elsewhere(&e.service.owner))
+        {
+            self.leave_service(previous, object);
+        }
         let result = match self
             .registry
             .sync_instances(&service_id, plan.instances, &owner)
@@ -549,8 +562,9 @@ impl Controller {
         }
     }
 
-    /// Removes the services `object` owns, and its instances in other
-    /// clusters' services, except in `keep`.
+    /// Removes the services `object` owns, except `keep`. Without `keep`
+    /// (the ServiceDiscovery is gone) also its instances in other clusters'
+    /// services — a scan of every instance, so only on that rare path.
     pub(super) fn remove_services_of(&self, object: &str, keep: Option<&str>) {
         let (owned, joined): (Vec<String>, Vec<String>) = {
             let index = self.registry.read();
@@ -562,13 +576,15 @@ impl Controller {
                 .services()
                 .filter(|e| Some(e.service.id.as_str()) != keep);
             let (owned, rest): (Vec<_>, Vec<_>) = others.partition(|e| mine(&e.service.owner));
-            (
-                owned.iter().map(|e| e.service.id.clone()).collect(),
-                rest.iter()
+            let joined = match keep {
+                Some(_) => Vec::new(),
+                None => rest
+                    .iter()
                     .filter(|e| e.instances.values().any(|i| mine(&i.owner)))
                     .map(|e| e.service.id.clone())
                     .collect(),
-            )
+            };
+            (owned.iter().map(|e| e.service.id.clone()).collect(), joined)
         };
         for id in owned {
             self.remove_service(&id, object);

@@ -328,17 +328,12 @@ impl Controller {
         self.sent_sd_status.insert(key.clone(), value.clone());
         value["lastSyncTime"] =
             serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now())).unwrap_or_default();
-        if self
-            .writes
-            .try_send(Write::SdStatus {
-                key: key.clone(),
-                status: value,
-            })
-            .is_err()
-        {
-            // The writer is far behind (or gone): forget what was "sent" so
-            // a refresh shortly writes the status again instead of never.
-            warn!(sd = %format!("{}/{}", key.0, key.1), "status write queue full; retrying");
+        let write = Write::SdStatus {
+            key: key.clone(),
+            status: value,
+        };
+        if !self.queue_status(write) {
+            // Forget what was "sent" so a refresh shortly writes it again.
             self.sent_sd_status.remove(key);
             self.status_due
                 .entry(now + STATUS_INTERVAL_MS)
@@ -427,19 +422,25 @@ impl Controller {
             return;
         }
         self.sent_ns_status.insert(name.to_string(), value.clone());
-        if self
-            .writes
-            .try_send(Write::NsStatus {
-                name: name.to_string(),
-                status: value,
-            })
-            .is_err()
-        {
-            // As for ServiceDiscoveries: the next pass over the Namespace
-            // (its next change, or the resync) writes it again.
-            warn!(namespace = %name, "status write queue full; retrying");
+        let write = Write::NsStatus {
+            name: name.to_string(),
+            status: value,
+        };
+        if !self.queue_status(write) {
+            // The next pass over the Namespace (its next change, or the
+            // resync) writes it again.
             self.sent_ns_status.remove(name);
         }
+    }
+
+    /// Hands a status write to the writer task; false (logged) when its
+    /// queue is full, so the caller arranges a retry instead of losing it.
+    fn queue_status(&self, write: Write) -> bool {
+        let accepted = self.writes.try_send(write).is_ok();
+        if !accepted {
+            warn!("status write queue full; the status is written again later");
+        }
+        accepted
     }
 }
 
