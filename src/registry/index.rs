@@ -50,6 +50,9 @@ pub struct Index {
     operation_order: BTreeSet<(u64, String)>,
     operation_by_request: HashMap<String, String>,
     instance_count: usize,
+    // Batches of changes applied since the registry was opened: the group
+    // commit tells by it whether a write was planned on the current state.
+    version: u64,
 }
 
 impl Index {
@@ -204,6 +207,22 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// How many batches of changes the index has taken (see [`Index::advance`]).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Marks the end of one batch of changes.
+    pub fn advance(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// Continues the version count of the index this one replaces.
+    pub fn continue_from(&mut self, previous: &Index) {
+        self.version = previous.version + 1;
     }
 
     /// Whether the record a change writes is in the index.

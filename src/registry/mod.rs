@@ -16,6 +16,7 @@
 //! - `store/`: the [`Store`] trait and its implementations (`store/redb.rs`).
 
 pub mod attributes;
+mod batch;
 mod commands;
 pub mod ids;
 pub mod index;
@@ -26,7 +27,7 @@ pub mod store;
 pub mod validate;
 mod write;
 
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use attributes::StrMap;
@@ -196,9 +197,11 @@ pub fn now_millis() -> EpochMillis {
 pub struct Registry {
     config: RegistryConfig,
     index: RwLock<Index>,
-    // Serialises writes so each is validated against the state it will
-    // modify, while readers only ever wait for the brief index update.
-    writer: Mutex<()>,
+    // Group commit (`batch.rs`): writes are planned concurrently on the
+    // committed index, then committed in batches, each checked against
+    // what was written since it was planned; readers only ever wait for
+    // the brief index update.
+    pipeline: batch::Pipeline,
     store: Box<dyn Store>,
     // Counts commits; subscribers (the prober, caches) wake on each.
     generation: tokio::sync::watch::Sender<u64>,
@@ -219,7 +222,7 @@ impl Registry {
         Ok(Self {
             config,
             index: RwLock::new(Index::from_snapshot(snapshot)),
-            writer: Mutex::new(()),
+            pipeline: batch::Pipeline::default(),
             store,
             generation: tokio::sync::watch::Sender::new(0),
         })
@@ -236,51 +239,75 @@ impl Registry {
         &self.config
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    /// The one write path. `plan` sees the committed index, pushes the
+    /// [`Change`]s the write consists of and returns what the caller
+    /// reports; the changes are persisted in one atomic store commit (with
+    /// whatever other writes arrived meanwhile, `batch.rs`) and only then
+    /// applied to the index. A plan that fails, or pushes nothing, changes
+    /// nothing.
+    ///
+    /// A plan whose reads another write changed before it was committed —
+    /// one of the same batch, or another replica's on a shared store — runs
+    /// again on the fresher index (so `plan` is `FnMut`).
+    fn write<T>(&self, plan: impl FnMut(&Index, &mut Vec<Change>) -> Result<T>) -> Result<T> {
+        self.write_reading(&[], plan)
     }
 
-    /// The one write path. `plan` sees the index with no other write in
-    /// between, pushes the [`Change`]s the write consists of and returns what
-    /// the caller reports; the changes are persisted in one atomic store
-    /// commit and only then applied to the index. A plan that fails, or
-    /// pushes nothing, changes nothing.
-    ///
-    /// On a shared store another replica may have written what the plan
-    /// read; the store then refuses the commit, and the plan runs again once
-    /// this replica has seen that write (so `plan` is `FnMut`).
-    fn write<T>(&self, mut plan: impl FnMut(&Index, &mut Vec<Change>) -> Result<T>) -> Result<T> {
+    /// [`Registry::write`] for a plan that reads more than its changes
+    /// imply (`reads`), e.g. every instance of a service.
+    fn write_reading<T>(
+        &self,
+        reads: &[batch::Key],
+        mut plan: impl FnMut(&Index, &mut Vec<Change>) -> Result<T>,
+    ) -> Result<T> {
         let deadline = std::time::Instant::now() + CONFLICT_BUDGET;
         let mut attempt: u32 = 0;
         let mut caught_up = false;
+        let mut again = false;
         loop {
-            let writer = self.lock_writer();
-            let mut changes = Vec::new();
             // The read guard must be gone before anything below waits: the
             // follower needs the index to apply what this write waits for.
-            let planned = plan(&self.read(), &mut changes);
-            let out = match planned {
-                Ok(out) => out,
+            let planned = {
+                let index = self.read();
+                let mut changes = Vec::new();
+                plan(&index, &mut changes)
+                    .map(|out| (out, batch::Submission::new(&index, changes, reads)))
+            };
+            let (out, submission) = match planned {
+                Ok(planned) => planned,
                 // Not here may mean not here yet: on a shared store, look
                 // again once this replica holds everything the store does.
                 Err(e) if e.is_not_found() && !caught_up => {
-                    drop(writer);
                     caught_up = true;
                     if self.store.catch_up_latest(CATCH_UP_TIMEOUT)? {
+                        self.settle();
                         continue;
                     }
                     return Err(e);
                 }
                 Err(e) => return Err(e),
             };
-            match self.commit(changes) {
-                Ok(()) => return Ok(out),
-                Err(Error::Store(StoreError::Conflict { revision }))
-                    if std::time::Instant::now() < deadline =>
-                {
-                    drop(writer);
+            if submission.is_empty() {
+                return Ok(out);
+            }
+            let verdict =
+                self.pipeline
+                    .submit(submission, again, self.max_changes(), |b| self.lead(b));
+            again = true;
+            match verdict {
+                batch::Verdict::Committed => return Ok(out),
+                batch::Verdict::Failed(e) => return Err(e),
+                batch::Verdict::Retry(refused) if std::time::Instant::now() >= deadline => {
+                    return Err(StoreError::Conflict {
+                        revision: refused.unwrap_or_default(),
+                    }
+                    .into());
+                }
+                batch::Verdict::Retry(None) => {}
+                batch::Verdict::Retry(Some(revision)) => {
                     attempt += 1;
                     self.store.catch_up(revision, CATCH_UP_TIMEOUT)?;
+                    self.settle();
                     // Writers on several replicas racing for one record
                     // (a busy service's revision): a random pause that grows
                     // with each lost race lets one of them through.
@@ -289,15 +316,76 @@ impl Registry {
                         std::thread::sleep(Duration::from_millis(rand::random_range(0..cap)));
                     }
                 }
-                Err(e) => return Err(e),
             }
         }
     }
 
-    /// Persists `changes` and then makes them visible to readers.
-    fn commit(&self, changes: Vec<Change>) -> Result<()> {
+    /// Waits for a remote batch being applied to be in the index. The store
+    /// counts a watched revision as applied as it hands the changes over,
+    /// under the history lock, before the index has them; the lock is held
+    /// until it does.
+    fn settle(&self) {
+        drop(self.pipeline.history());
+    }
+
+    /// Commits one batch of submissions (`batch.rs`): the valid ones in one
+    /// store commit, the rest sent back to be planned again.
+    fn lead(&self, members: Vec<(u64, batch::Submission)>) -> Vec<(u64, batch::Verdict)> {
+        let mut history = self.pipeline.history();
+        let merged = batch::merge(
+            &history,
+            &self.read(),
+            members,
+            self.config.max_instances_per_service,
+        );
+        let mut verdicts: Vec<(u64, batch::Verdict)> = merged
+            .deferred
+            .into_iter()
+            .map(|t| (t, batch::Verdict::Retry(None)))
+            .collect();
+        if merged.accepted.is_empty() {
+            return verdicts;
+        }
+        match self.commit(merged.changes) {
+            Ok(version) => {
+                history.record(version, merged.written);
+                verdicts.extend(
+                    merged
+                        .accepted
+                        .into_iter()
+                        .map(|t| (t, batch::Verdict::Committed)),
+                );
+            }
+            Err(Error::Store(StoreError::Conflict { revision })) => {
+                verdicts.extend(
+                    merged
+                        .accepted
+                        .into_iter()
+                        .map(|t| (t, batch::Verdict::Retry(Some(revision)))),
+                );
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let retryable = matches!(&e, Error::Store(s) if s.is_retryable());
+                verdicts.extend(merged.accepted.into_iter().map(|t| {
+                    // Every member gets the same error (errors are not Clone).
+                    let store = if retryable {
+                        StoreError::Unavailable(message.clone())
+                    } else {
+                        StoreError::Refused(message.clone())
+                    };
+                    (t, batch::Verdict::Failed(store.into()))
+                }));
+            }
+        }
+        verdicts
+    }
+
+    /// Persists `changes` and then makes them visible to readers; returns
+    /// the index version they made.
+    fn commit(&self, changes: Vec<Change>) -> Result<u64> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(self.read().version());
         }
         let existed: Vec<bool> = {
             let index = self.read();
@@ -307,21 +395,20 @@ impl Registry {
             changes: &changes,
             existed: &existed,
         })?;
-        self.apply(changes);
-        Ok(())
+        Ok(self.apply(changes))
     }
 
-    /// Applies changes to the index and wakes subscribers.
-    fn apply(&self, changes: Vec<Change>) {
-        if changes.is_empty() {
-            return;
-        }
+    /// Applies changes to the index as one batch and wakes subscribers;
+    /// returns the index version they made.
+    fn apply(&self, changes: Vec<Change>) -> u64 {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for c in changes {
             index.apply(c);
         }
+        let version = index.advance();
         drop(index);
         self.generation.send_modify(|g| *g += 1);
+        version
     }
 
     /// The most changes one commit may carry (the store's limit).
@@ -362,16 +449,27 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Follower for Registry {
     fn apply_remote(&self, accept: &mut dyn FnMut() -> Vec<Change>) {
-        let _writer = self.lock_writer();
-        self.apply(accept());
+        let mut history = self.pipeline.history();
+        let changes = accept();
+        if changes.is_empty() {
+            return;
+        }
+        let written = batch::written_by(&changes);
+        let version = self.apply(changes);
+        history.record(version, written);
     }
 
     fn replace_all(&self, accept: &mut dyn FnMut() -> Snapshot) {
-        let _writer = self.lock_writer();
+        let mut history = self.pipeline.history();
         // Built before taking the index lock: readers keep the old index
         // until the new one is complete, never a half-loaded one.
-        let fresh = Index::from_snapshot(accept());
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let mut fresh = Index::from_snapshot(accept());
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        fresh.continue_from(&index);
+        let version = fresh.version();
+        *index = fresh;
+        drop(index);
+        history.record(version, batch::Written::Everything);
         self.generation.send_modify(|g| *g += 1);
     }
 }

@@ -131,7 +131,9 @@ pub(super) fn list_operations(registry: &Registry, req: wire::List) -> Result<Va
         })
         .map(|op| {
             (
-                format!("{:020}", op.sequence),
+                // The id breaks ties: writes planned concurrently (one
+                // batch, or several replicas) can share a sequence number.
+                format!("{:020}/{}", op.sequence, op.id),
                 json!({"Id": op.id, "Status": op.status.as_str()}),
             )
         })

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::{check_owner, describe, service_entry};
+use crate::registry::batch::Key;
 use crate::registry::model::{HealthStatus, Instance, NamespaceType, Owner};
 use crate::registry::validate::{instance_attributes_for_service, instance_id};
 use crate::registry::{
@@ -38,7 +39,9 @@ impl Registry {
         // A store that limits one commit's size takes a large sync in rounds,
         // each a complete write of its own (see `plan_sync`).
         loop {
-            let (outcome, complete) = self.write(|index, changes| {
+            // Removals look at every instance of the service.
+            let reads = [Key::Instances(service_id.to_string())];
+            let (outcome, complete) = self.write_reading(&reads, |index, changes| {
                 self.plan_sync(
                     index,
                     changes,
