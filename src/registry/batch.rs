@@ -213,9 +213,11 @@ impl History {
     }
 }
 
-/// The keys a batch of changes from elsewhere (another replica) wrote:
-/// everything it touches, conservatively.
-pub(super) fn written_by(changes: &[Change]) -> Written {
+/// The keys a batch of changes from elsewhere (another replica) writes,
+/// told against the index before it is applied: everything it touches,
+/// except that a service record whose revision alone changed is not a
+/// write of the record (revision bumps commute).
+pub(super) fn written_by(index: &Index, changes: &[Change]) -> Written {
     let mut keys = HashSet::new();
     for c in changes {
         match c {
@@ -228,8 +230,15 @@ pub(super) fn written_by(changes: &[Change]) -> Written {
                 keys.insert(Key::Structure);
             }
             Change::PutService(s) => {
-                keys.insert(Key::Service(s.id.clone()));
-                keys.insert(Key::Structure);
+                let bump_only = index.service(&s.id).is_some_and(|old| {
+                    let mut settings = s.clone();
+                    settings.revision = old.service.revision;
+                    settings == old.service
+                });
+                if !bump_only {
+                    keys.insert(Key::Service(s.id.clone()));
+                    keys.insert(Key::Structure);
+                }
             }
             Change::DeleteService(id) => {
                 keys.insert(Key::Service(id.clone()));
@@ -266,10 +275,10 @@ pub(super) struct Merged<T> {
 }
 
 /// Sorts `batch` (in queue order) into one commit on top of `index`.
-pub(super) fn merge<T>(
+pub(super) fn merge<T: Copy>(
     history: &History,
     index: &Index,
-    batch: Vec<(T, Submission)>,
+    batch: &[(T, Submission)],
     max_instances: usize,
 ) -> Merged<T> {
     let current = index.version();
@@ -277,41 +286,42 @@ pub(super) fn merge<T>(
     let mut deferred = Vec::new();
     let mut changes = Vec::new();
     let mut written: HashSet<Key> = HashSet::new();
-    let mut added: HashMap<String, usize> = HashMap::new();
-    let mut services: HashMap<String, ServiceWrite> = HashMap::new();
-    let mut order: Vec<String> = Vec::new();
+    let mut added: HashMap<&str, usize> = HashMap::new();
+    let mut services: HashMap<&str, ServiceWrite> = HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
     for (tag, sub) in batch {
-        let conflict = history.stale(&sub, current) || !sub.reads.is_disjoint(&written);
+        let conflict = history.stale(sub, current) || !sub.reads.is_disjoint(&written);
         let full = sub.added.iter().any(|(s, n)| {
             let held = index.service(s).map_or(0, |e| e.instances.len());
-            held + added.get(s).copied().unwrap_or(0) + n > max_instances
+            held + added.get(s.as_str()).copied().unwrap_or(0) + n > max_instances
         });
         if conflict || full {
-            deferred.push(tag);
+            deferred.push(*tag);
             continue;
         }
-        for (s, n) in sub.added {
+        for (s, n) in &sub.added {
             *added.entry(s).or_default() += n;
         }
-        for (id, w) in sub.services {
-            let entry = services.entry(id.clone()).or_insert_with(|| {
+        for (id, w) in &sub.services {
+            let entry = services.entry(id).or_insert_with(|| {
                 order.push(id);
                 ServiceWrite::default()
             });
             entry.bump += w.bump;
             if w.record.is_some() {
-                entry.record = w.record;
+                entry.record.clone_from(&w.record);
             }
         }
-        written.extend(sub.writes);
-        changes.extend(sub.changes);
-        accepted.push(tag);
+        written.extend(sub.writes.iter().cloned());
+        // Cloned: a batch refused by a shared store is merged again.
+        changes.extend(sub.changes.iter().cloned());
+        accepted.push(*tag);
     }
     for id in order {
-        let w = &services[&id];
+        let w = &services[id];
         // A member that deletes a service conflicts with every other write
         // to it, so a record to write belongs to a service that stays.
-        let Some(current) = index.service(&id) else {
+        let Some(current) = index.service(id) else {
             continue;
         };
         if w.bump == 0 && w.record.is_none() {

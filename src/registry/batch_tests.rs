@@ -122,7 +122,7 @@ fn registrations_into_one_service_share_a_commit_and_one_revision_write() {
         (2, registration(&index, &svcs[0], "i2")),
         (3, registration(&index, &svcs[1], "i3")),
     ];
-    let m = merge(&History::default(), &index, batch, 1000);
+    let m = merge(&History::default(), &index, &batch, 1000);
     assert_eq!(m.accepted, [1, 2, 3]);
     assert!(m.deferred.is_empty());
     let mut written = services_written(&m.changes);
@@ -142,7 +142,7 @@ fn two_writes_of_one_instance_do_not_share_a_commit() {
         (2, registration(&index, &svcs[0], "same")),
         (3, registration(&index, &svcs[0], "other")),
     ];
-    let m = merge(&History::default(), &index, batch, 1000);
+    let m = merge(&History::default(), &index, &batch, 1000);
     assert_eq!(m.accepted, [1, 3]);
     assert_eq!(m.deferred, [2]);
 }
@@ -159,7 +159,7 @@ fn a_settings_change_keeps_the_bumps_before_it_and_defers_the_writes_after() {
         (3, registration(&index, &svcs[0], "i2")),
         (4, retagged(&index, &svcs[0], "u")),
     ];
-    let m = merge(&History::default(), &index, batch, 1000);
+    let m = merge(&History::default(), &index, &batch, 1000);
     assert_eq!(m.accepted, [1, 2]);
     assert_eq!(m.deferred, [3, 4]);
     assert_eq!(
@@ -188,7 +188,7 @@ fn creations_and_deletions_are_serialised() {
         (3, delete),
         (4, registration(&index, &svcs[0], "i1")),
     ];
-    let m = merge(&History::default(), &index, batch, 1000);
+    let m = merge(&History::default(), &index, &batch, 1000);
     assert_eq!(m.accepted, [1, 4], "one structural write per commit");
     assert_eq!(m.deferred, [2, 3]);
     // A registration into a service being deleted waits for the deletion.
@@ -199,7 +199,7 @@ fn creations_and_deletions_are_serialised() {
         ),
         (2, registration(&index, &svcs[1], "late")),
     ];
-    let m = merge(&History::default(), &index, batch, 1000);
+    let m = merge(&History::default(), &index, &batch, 1000);
     assert_eq!((m.accepted, m.deferred), (vec![1], vec![2]));
 }
 
@@ -232,7 +232,7 @@ fn plans_older_than_a_write_they_read_are_planned_again() {
     let m = merge(
         &history,
         &later,
-        vec![
+        &[
             (1, stale),
             (2, full_sync(&svcs[1])),
             (3, fine),
@@ -250,7 +250,7 @@ fn plans_older_than_a_write_they_read_are_planned_again() {
     let m = merge(
         &history,
         &later,
-        vec![(1, registration(&index, &svcs[1], "x"))],
+        &[(1, registration(&index, &svcs[1], "x"))],
         1000,
     );
     assert_eq!(m.deferred, [1]);
@@ -259,7 +259,7 @@ fn plans_older_than_a_write_they_read_are_planned_again() {
     let m = merge(
         &old,
         &later,
-        vec![(1, registration(&index, &svcs[1], "x"))],
+        &[(1, registration(&index, &svcs[1], "x"))],
         1000,
     );
     assert_eq!(m.deferred, [1]);
@@ -274,7 +274,7 @@ fn a_batch_never_takes_a_service_past_its_instance_limit() {
         (2, registration(&index, &svcs[0], "i2")),
         (3, registration(&index, &svcs[1], "i3")),
     ];
-    let m = merge(&History::default(), &index, batch, 1);
+    let m = merge(&History::default(), &index, &batch, 1);
     assert_eq!(m.accepted, [1, 3]);
     assert_eq!(m.deferred, [2], "planned again, it meets the limit itself");
 }
@@ -350,7 +350,11 @@ fn writes_that_arrive_during_a_commit_go_together_in_the_next() {
     let index = reg.read();
     let entry = index.service(&svcs[0]).unwrap();
     assert_eq!(entry.instances.len(), 8);
-    assert_eq!(entry.service.revision, rev + 8, "every registration counted");
+    assert_eq!(
+        entry.service.revision,
+        rev + 8,
+        "every registration counted"
+    );
 }
 
 fn wait_for(cond: impl Fn() -> bool) {
@@ -425,4 +429,37 @@ fn concurrent_writers_lose_nothing_on_the_embedded_store() {
     .unwrap();
     check(&reopened);
     assert_eq!(reopened.read().operation_count(), operations);
+}
+
+#[test]
+fn another_replicas_revision_bump_leaves_plans_on_that_service_valid() {
+    let (reg, _, svcs) = registry();
+    let index = reg.read();
+    let mine = registration(&index, &svcs[0], "mine");
+    let mut bumped = index.service(&svcs[0]).unwrap().service.clone();
+    bumped.revision += 1;
+    let remote = vec![
+        Change::PutInstance(instance(&svcs[0], "theirs")),
+        Change::PutService(bumped.clone()),
+    ];
+    let mut history = History::default();
+    history.record(index.version() + 1, written_by(&index, &remote));
+    let mut later = index.clone();
+    for c in remote {
+        later.apply(c);
+    }
+    later.advance();
+    let m = merge(&history, &later, &[(1, mine)], 1000);
+    assert_eq!(m.accepted, [1]);
+    assert_eq!(
+        services_written(&m.changes),
+        [(svcs[0].clone(), bumped.revision + 1, 0)],
+        "merged on top of their bump"
+    );
+    // A settings change over there is a write of the record.
+    bumped.description = Some("changed".into());
+    let Written::Keys(keys) = written_by(&index, &[Change::PutService(bumped)]) else {
+        panic!("keys expected");
+    };
+    assert!(keys.contains(&Key::Service(svcs[0].clone())));
 }

@@ -290,9 +290,9 @@ impl Registry {
             if submission.is_empty() {
                 return Ok(out);
             }
-            let verdict =
-                self.pipeline
-                    .submit(submission, again, self.max_changes(), |b| self.lead(b));
+            let verdict = self
+                .pipeline
+                .submit(submission, again, self.max_changes(), |b| self.lead(b));
             again = true;
             match verdict {
                 batch::Verdict::Committed => return Ok(out),
@@ -329,56 +329,77 @@ impl Registry {
     }
 
     /// Commits one batch of submissions (`batch.rs`): the valid ones in one
-    /// store commit, the rest sent back to be planned again.
+    /// store commit, the rest sent back to be planned again. When a shared
+    /// store refuses the commit (another replica wrote first), the batch is
+    /// merged again once this replica has that write: only members whose
+    /// reads it changed are planned again (revision bumps commute), so a
+    /// busy service's writers on several replicas do not all start over.
     fn lead(&self, members: Vec<(u64, batch::Submission)>) -> Vec<(u64, batch::Verdict)> {
-        let mut history = self.pipeline.history();
-        let merged = batch::merge(
-            &history,
-            &self.read(),
-            members,
-            self.config.max_instances_per_service,
-        );
-        let mut verdicts: Vec<(u64, batch::Verdict)> = merged
-            .deferred
-            .into_iter()
-            .map(|t| (t, batch::Verdict::Retry(None)))
-            .collect();
-        if merged.accepted.is_empty() {
-            return verdicts;
+        let mut verdicts: Vec<(u64, batch::Verdict)> = Vec::with_capacity(members.len());
+        let mut members = members;
+        let mut attempt: u32 = 0;
+        loop {
+            let mut history = self.pipeline.history();
+            let merged = batch::merge(
+                &history,
+                &self.read(),
+                &members,
+                self.config.max_instances_per_service,
+            );
+            verdicts.extend(
+                merged
+                    .deferred
+                    .iter()
+                    .map(|&t| (t, batch::Verdict::Retry(None))),
+            );
+            if merged.accepted.is_empty() {
+                return verdicts;
+            }
+            let result = self.commit(merged.changes);
+            let accepted = merged.accepted;
+            match result {
+                Ok(version) => {
+                    history.record(version, merged.written);
+                    verdicts.extend(accepted.into_iter().map(|t| (t, batch::Verdict::Committed)));
+                    return verdicts;
+                }
+                Err(Error::Store(StoreError::Conflict { revision })) => {
+                    drop(history);
+                    attempt += 1;
+                    let caught_up = attempt <= LEADER_RETRIES
+                        && self.store.catch_up(revision, CATCH_UP_TIMEOUT).is_ok();
+                    if !caught_up {
+                        verdicts.extend(
+                            accepted
+                                .into_iter()
+                                .map(|t| (t, batch::Verdict::Retry(Some(revision)))),
+                        );
+                        return verdicts;
+                    }
+                    // Replicas racing for the same records: a short random
+                    // pause that grows with each lost race lets one through.
+                    if attempt > 1 {
+                        let cap = 1u64 << attempt.min(5);
+                        std::thread::sleep(Duration::from_micros(rand::random_range(0..cap * 250)));
+                    }
+                    members.retain(|(t, _)| accepted.contains(t));
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    let retryable = matches!(&e, Error::Store(s) if s.is_retryable());
+                    verdicts.extend(accepted.into_iter().map(|t| {
+                        // Every member gets the same error (errors are not Clone).
+                        let store = if retryable {
+                            StoreError::Unavailable(message.clone())
+                        } else {
+                            StoreError::Refused(message.clone())
+                        };
+                        (t, batch::Verdict::Failed(store.into()))
+                    }));
+                    return verdicts;
+                }
+            }
         }
-        match self.commit(merged.changes) {
-            Ok(version) => {
-                history.record(version, merged.written);
-                verdicts.extend(
-                    merged
-                        .accepted
-                        .into_iter()
-                        .map(|t| (t, batch::Verdict::Committed)),
-                );
-            }
-            Err(Error::Store(StoreError::Conflict { revision })) => {
-                verdicts.extend(
-                    merged
-                        .accepted
-                        .into_iter()
-                        .map(|t| (t, batch::Verdict::Retry(Some(revision)))),
-                );
-            }
-            Err(e) => {
-                let message = e.to_string();
-                let retryable = matches!(&e, Error::Store(s) if s.is_retryable());
-                verdicts.extend(merged.accepted.into_iter().map(|t| {
-                    // Every member gets the same error (errors are not Clone).
-                    let store = if retryable {
-                        StoreError::Unavailable(message.clone())
-                    } else {
-                        StoreError::Refused(message.clone())
-                    };
-                    (t, batch::Verdict::Failed(store.into()))
-                }));
-            }
-        }
-        verdicts
     }
 
     /// Persists `changes` and then makes them visible to readers; returns
@@ -444,6 +465,9 @@ impl Registry {
 /// How long a write keeps being planned again after conflicting with other
 /// replicas' writes before it fails (retryably).
 const CONFLICT_BUDGET: Duration = Duration::from_secs(10);
+/// How often a batch leader merges a batch again after a shared store
+/// refused it, before handing its members back to be planned again.
+const LEADER_RETRIES: u32 = 8;
 /// How long a conflicting write waits for this replica to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -454,7 +478,7 @@ impl Follower for Registry {
         if changes.is_empty() {
             return;
         }
-        let written = batch::written_by(&changes);
+        let written = batch::written_by(&self.read(), &changes);
         let version = self.apply(changes);
         history.record(version, written);
     }
