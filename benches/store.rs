@@ -307,6 +307,25 @@ async fn etcd_floor(etcd: &Etcd) -> (Vec<f64>, f64) {
     (lat, total as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Commits, writes and re-planned writes over `servers` since `before`,
+/// read from their metrics: "mean batch N writes (C commits, R planned again)".
+fn batching(servers: &[&Server], before: [f64; 3]) -> ([f64; 3], String) {
+    let sum = |name: &str| -> f64 { servers.iter().filter_map(|s| s.metric(name)).sum() };
+    let now = [
+        sum("waymark_registry_commits_total"),
+        sum("waymark_registry_writes_total"),
+        sum("waymark_registry_writes_replanned_total"),
+    ];
+    let [c, w, r] = [0, 1, 2].map(|i| now[i] - before[i]);
+    (
+        now,
+        format!(
+            "mean batch {:.1} writes ({c:.0} commits, {r:.0} planned again)",
+            w / c.max(1.0)
+        ),
+    )
+}
+
 fn replica(url: &str) -> Server {
     Server::start_with(Options {
         args: vec!["--store".into(), url.into(), "--log".into(), "warn".into()],
@@ -344,27 +363,32 @@ async fn main() {
     let services = prepare(embedded.api_port).await;
     let (e_rps, e_lat) =
         register_load(&[embedded.api_port], &services, total, connections, "e").await;
+    let (_, e_batch) = batching(&[&embedded], [0.0; 3]);
     println!(
-        "embedded, 1 replica: {e_rps:.0} registrations/s, {}",
+        "embedded, 1 replica: {e_rps:.0} registrations/s, {}; {e_batch}",
         summary(e_lat)
     );
 
     let replicas: Vec<Server> = (0..3).map(|_| replica(&etcd.url())).collect();
     let ports: Vec<u16> = replicas.iter().map(|r| r.api_port).collect();
     let shared_services = prepare(ports[0]).await;
+    let all: Vec<&Server> = replicas.iter().collect();
+    let (start, _) = batching(&all, [0.0; 3]);
     let (s_rps, s_lat) = register_load(&ports, &shared_services, total, connections, "s").await;
     let conflicts: f64 = replicas
         .iter()
         .filter_map(|r| r.metric("waymark_store_conflicts_total"))
         .sum();
+    let (after, s_batch) = batching(&all, start);
     println!(
-        "etcd, 3 replicas: {s_rps:.0} registrations/s, {} ({conflicts:.0} conflicts planned again)",
+        "etcd, 3 replicas: {s_rps:.0} registrations/s, {} ({conflicts:.0} etcd transactions refused); {s_batch}",
         summary(s_lat)
     );
     let (one_rps, one_lat) =
         register_load(&ports[..1], &shared_services, total / 2, connections, "o").await;
+    let (_, one_batch) = batching(&all, after);
     println!(
-        "etcd, writes to 1 of the 3 replicas: {one_rps:.0} registrations/s, {}",
+        "etcd, writes to 1 of the 3 replicas: {one_rps:.0} registrations/s, {}; {one_batch}",
         summary(one_lat)
     );
 

@@ -94,6 +94,9 @@ struct RegistryCollector {
     store_lag: Gauge,
     store_conflicts: IntCounter,
     store_relists: IntCounter,
+    commits: IntCounter,
+    writes: IntCounter,
+    replanned: IntCounter,
     descs: Vec<Desc>,
 }
 
@@ -127,6 +130,19 @@ impl RegistryCollector {
             "waymark_store_relists_total",
             "Times this replica re-read the whole shared store (a watch lost to compaction).",
         ))?;
+        let c = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help));
+        let commits = c(
+            "waymark_registry_commits_total",
+            "Store commits (one fsync, or one etcd transaction each); writes that arrive while one is in flight share the next.",
+        )?;
+        let writes = c(
+            "waymark_registry_writes_total",
+            "Writes committed (waymark_registry_writes_total / waymark_registry_commits_total is the mean batch).",
+        )?;
+        let replanned = c(
+            "waymark_registry_writes_replanned_total",
+            "Writes planned again because what they read changed before they were committed.",
+        )?;
         let mut descs: Vec<Desc> = [
             &namespaces,
             &services,
@@ -139,8 +155,15 @@ impl RegistryCollector {
         .flat_map(|m| m.desc().into_iter().cloned())
         .collect();
         descs.extend(store_lag.desc().into_iter().cloned());
-        descs.extend(store_conflicts.desc().into_iter().cloned());
-        descs.extend(store_relists.desc().into_iter().cloned());
+        for m in [
+            &store_conflicts,
+            &store_relists,
+            &commits,
+            &writes,
+            &replanned,
+        ] {
+            descs.extend(m.desc().into_iter().cloned());
+        }
         Ok(Self {
             registry,
             namespaces,
@@ -152,6 +175,9 @@ impl RegistryCollector {
             store_lag,
             store_conflicts,
             store_relists,
+            commits,
+            writes,
+            replanned,
             descs,
         })
     }
@@ -178,6 +204,14 @@ impl Collector for RegistryCollector {
             .inc_by(store.conflicts.saturating_sub(self.store_conflicts.get()));
         self.store_relists
             .inc_by(store.relists.saturating_sub(self.store_relists.get()));
+        let w = self.registry.write_stats();
+        for (counter, now) in [
+            (&self.commits, w.commits),
+            (&self.writes, w.writes),
+            (&self.replanned, w.replanned),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
         let mut out: Vec<MetricFamily> = [
             &self.namespaces,
             &self.services,
@@ -190,8 +224,15 @@ impl Collector for RegistryCollector {
         .flat_map(|m| m.collect())
         .collect();
         out.extend(self.store_lag.collect());
-        out.extend(self.store_conflicts.collect());
-        out.extend(self.store_relists.collect());
+        for c in [
+            &self.store_conflicts,
+            &self.store_relists,
+            &self.commits,
+            &self.writes,
+            &self.replanned,
+        ] {
+            out.extend(c.collect());
+        }
         out
     }
 }

@@ -22,6 +22,7 @@
 //! (or of the one member that changed the record's settings).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::store::Change;
@@ -357,6 +358,19 @@ pub(super) struct Pipeline {
     queue: Mutex<Queue>,
     turn: Condvar,
     history: Mutex<History>,
+    /// What the group commit did, for the metrics.
+    pub(super) stats: Stats,
+}
+
+/// Counters of the group commit.
+#[derive(Debug, Default)]
+pub(super) struct Stats {
+    /// Store commits made.
+    pub commits: AtomicU64,
+    /// Writes they carried.
+    pub writes: AtomicU64,
+    /// Writes planned again (stale, or in conflict within a batch).
+    pub replanned: AtomicU64,
 }
 
 #[derive(Debug, Default)]

@@ -27,6 +27,7 @@ pub mod store;
 pub mod validate;
 mod write;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -160,6 +161,18 @@ impl Error {
             Self::Store(_) => "InternalFailure",
         }
     }
+}
+
+/// Counters of the group commit (see [`Registry::write_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Store commits made (each one fsync, or one etcd transaction).
+    pub commits: u64,
+    /// Writes those commits carried (`writes / commits` is the batch size).
+    pub writes: u64,
+    /// Writes planned again because what they read changed before they were
+    /// committed.
+    pub replanned: u64,
 }
 
 /// Result alias for registry operations.
@@ -346,6 +359,10 @@ impl Registry {
                 &members,
                 self.config.max_instances_per_service,
             );
+            let stats = &self.pipeline.stats;
+            stats
+                .replanned
+                .fetch_add(merged.deferred.len() as u64, Relaxed);
             verdicts.extend(
                 merged
                     .deferred
@@ -360,6 +377,8 @@ impl Registry {
             match result {
                 Ok(version) => {
                     history.record(version, merged.written);
+                    stats.commits.fetch_add(1, Relaxed);
+                    stats.writes.fetch_add(accepted.len() as u64, Relaxed);
                     verdicts.extend(accepted.into_iter().map(|t| (t, batch::Verdict::Committed)));
                     return verdicts;
                 }
@@ -454,6 +473,17 @@ impl Registry {
     /// Whether what this replica serves is known to be current.
     pub fn store_status(&self) -> StoreStatus {
         self.store.status()
+    }
+
+    /// What the group commit did: store commits made, writes they
+    /// carried, and writes planned again.
+    pub fn write_stats(&self) -> WriteStats {
+        let s = &self.pipeline.stats;
+        WriteStats {
+            commits: s.commits.load(Relaxed),
+            writes: s.writes.load(Relaxed),
+            replanned: s.replanned.load(Relaxed),
+        }
     }
 
     /// Where the registry's data lives, for logs.
