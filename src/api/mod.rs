@@ -6,6 +6,8 @@
 pub mod discover;
 mod handlers;
 
+pub use handlers::OPERATIONS;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;

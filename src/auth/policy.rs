@@ -31,39 +31,9 @@ fn invalid(at: &str, message: impl std::fmt::Display) -> PolicyError {
     PolicyError::Invalid(format!("{at}: {message}"))
 }
 
-/// The actions Cloud Map defines, for refusing misspelt ones.
-pub const ACTIONS: [&str; 30] = [
-    "CreateHttpNamespace",
-    "CreatePrivateDnsNamespace",
-    "CreatePublicDnsNamespace",
-    "UpdateHttpNamespace",
-    "UpdatePrivateDnsNamespace",
-    "UpdatePublicDnsNamespace",
-    "DeleteNamespace",
-    "GetNamespace",
-    "ListNamespaces",
-    "CreateService",
-    "GetService",
-    "UpdateService",
-    "DeleteService",
-    "ListServices",
-    "GetServiceAttributes",
-    "UpdateServiceAttributes",
-    "DeleteServiceAttributes",
-    "RegisterInstance",
-    "DeregisterInstance",
-    "GetInstance",
-    "ListInstances",
-    "GetInstancesHealthStatus",
-    "UpdateInstanceCustomHealthStatus",
-    "DiscoverInstances",
-    "DiscoverInstancesRevision",
-    "GetOperation",
-    "ListOperations",
-    "TagResource",
-    "UntagResource",
-    "ListTagsForResource",
-];
+/// The actions Cloud Map defines (one per operation), for refusing
+/// misspelt ones.
+use crate::api::OPERATIONS as ACTIONS;
 
 /// A `*`/`?` wildcard pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

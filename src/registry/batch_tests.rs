@@ -6,53 +6,17 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::registry::model::{
-    DnsConfig, DnsRecord, Instance, NamespaceType, Owner, RecordType, RoutingPolicy, Tag,
-};
+use crate::registry::model::{Instance, NamespaceType, Owner, Tag};
 use crate::registry::store::{Commit, Snapshot, Store, StoreResult};
-use crate::registry::{
-    CreateNamespace, CreateService, RegisterInstance, Registry, RegistryConfig, now_millis,
-};
+use crate::registry::tests::{a_records, create_ns, create_svc};
+use crate::registry::{RegisterInstance, Registry, RegistryConfig, now_millis};
 
 fn registry_with(store: Box<dyn Store>) -> (Registry, String, Vec<String>) {
     let reg = Registry::open(store, RegistryConfig::default()).unwrap();
-    let op = reg
-        .create_namespace(CreateNamespace {
-            name: "batch.local".into(),
-            kind: NamespaceType::DnsPrivate,
-            description: None,
-            soa_ttl: None,
-            vpc: None,
-            creator_request_id: None,
-            tags: vec![],
-            owner: Owner::Api,
-        })
-        .unwrap();
-    let ns = op.targets[&crate::registry::model::TargetType::Namespace].clone();
+    let ns = create_ns(&reg, "batch.local", NamespaceType::DnsPrivate);
     let services = ["a", "b"]
         .iter()
-        .map(|name| {
-            reg.create_service(CreateService {
-                name: (*name).into(),
-                namespace_id: ns.clone(),
-                description: None,
-                dns_config: Some(DnsConfig {
-                    routing_policy: RoutingPolicy::Multivalue,
-                    records: vec![DnsRecord {
-                        kind: RecordType::A,
-                        ttl: 10,
-                    }],
-                }),
-                health_check_config: None,
-                health_check_custom_config: None,
-                http_only: false,
-                creator_request_id: None,
-                tags: vec![],
-                owner: Owner::Api,
-            })
-            .unwrap()
-            .id
-        })
+        .map(|name| create_svc(&reg, &ns, name, a_records(), false).id)
         .collect();
     (reg, ns, services)
 }

@@ -529,4 +529,4 @@ impl Follower for Registry {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -25,7 +25,7 @@ use crate::registry::model::*;
 pub(super) type Result<T> = std::result::Result<T, ApiError>;
 
 /// Every operation of the 2017-03-14 API.
-const OPERATIONS: [&str; 30] = [
+pub const OPERATIONS: [&str; 30] = [
     "CreateHttpNamespace",
     "CreatePrivateDnsNamespace",
     "CreatePublicDnsNamespace",

@@ -31,7 +31,7 @@ fn controller(object: &str) -> Owner {
     }
 }
 
-fn create_ns(reg: &Registry, name: &str, kind: NamespaceType) -> String {
+pub(in crate::registry) fn create_ns(reg: &Registry, name: &str, kind: NamespaceType) -> String {
     let op = reg
         .create_namespace(CreateNamespace {
             name: name.into(),
@@ -47,7 +47,7 @@ fn create_ns(reg: &Registry, name: &str, kind: NamespaceType) -> String {
     op.targets[&TargetType::Namespace].clone()
 }
 
-fn create_svc(
+pub(in crate::registry) fn create_svc(
     reg: &Registry,
     ns: &str,
     name: &str,
@@ -87,7 +87,7 @@ fn register(
     })
 }
 
-fn a_records() -> Option<DnsConfig> {
+pub(in crate::registry) fn a_records() -> Option<DnsConfig> {
     Some(DnsConfig {
         routing_policy: RoutingPolicy::Multivalue,
         records: vec![DnsRecord {
