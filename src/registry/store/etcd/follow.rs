@@ -209,7 +209,6 @@ pub(super) async fn watch_loop(shared: Arc<Shared>, follower: Weak<dyn Follower>
                 break format!("the watch was cancelled: {}", response.cancel_reason());
             }
             backoff = Duration::from_millis(100);
-            let revision = response.header().map_or(0, |h| h.revision());
             let events: Vec<Event> = response
                 .events()
                 .iter()
@@ -223,6 +222,13 @@ pub(super) async fn watch_loop(shared: Arc<Shared>, follower: Weak<dyn Follower>
                     Some((key, kv.mod_revision(), value))
                 })
                 .collect();
+            let Some(revision) = delivered_through(
+                response.created(),
+                response.header().map_or(0, |h| h.revision()),
+                &events,
+            ) else {
+                continue;
+            };
             let Some(f) = follower.upgrade() else {
                 return;
             };
@@ -249,6 +255,27 @@ pub(super) async fn watch_loop(shared: Arc<Shared>, follower: Weak<dyn Follower>
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+/// The revision a watch response proves every event up to has been
+/// delivered, if it proves any.
+///
+/// The header's revision is etcd's current revision when the response was
+/// sent, which is not always what the stream has delivered: the response that
+/// confirms a watch's creation carries it before any catch-up event is sent,
+/// and a catching-up (unsynced) watcher gets its events in batches, each
+/// headed by the current revision. Taking the header there and then losing
+/// the stream would restart the watch past events never applied, and the
+/// heartbeat would call the replica current: a stale read served silently. An
+/// events response proves its last event's revision; a response without
+/// events that is not a creation is a progress notification, which etcd sends
+/// only to a watcher that has caught up, so its header holds.
+pub(super) fn delivered_through(created: bool, header: i64, events: &[Event]) -> Option<i64> {
+    match events.iter().map(|(_, rev, _)| *rev).max() {
+        Some(last) => Some(last),
+        None if created => None,
+        None => Some(header),
     }
 }
 
@@ -355,5 +382,21 @@ pub(super) async fn heartbeat_loop(shared: Weak<Shared>) {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivered_through;
+
+    #[test]
+    fn only_events_and_progress_notifications_advance_the_applied_revision() {
+        // A creation's header is etcd's revision, not what was delivered.
+        assert_eq!(delivered_through(true, 40, &[]), None);
+        // A catch-up batch headed by the current revision proves its events.
+        let batch = vec![("/k/a".to_string(), 12, None), ("/k/b".to_string(), 17, None)];
+        assert_eq!(delivered_through(false, 40, &batch), Some(17));
+        // A progress notification proves the header.
+        assert_eq!(delivered_through(false, 40, &[]), Some(40));
     }
 }
