@@ -394,7 +394,10 @@ mod tests {
         // A creation's header is etcd's revision, not what was delivered.
         assert_eq!(delivered_through(true, 40, &[]), None);
         // A catch-up batch headed by the current revision proves its events.
-        let batch = vec![("/k/a".to_string(), 12, None), ("/k/b".to_string(), 17, None)];
+        let batch = vec![
+            ("/k/a".to_string(), 12, None),
+            ("/k/b".to_string(), 17, None),
+        ];
         assert_eq!(delivered_through(false, 40, &batch), Some(17));
         // A progress notification proves the header.
         assert_eq!(delivered_through(false, 40, &[]), Some(40));
