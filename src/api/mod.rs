@@ -3,9 +3,11 @@
 //! [`crate::registry`]. Unmodified AWS SDKs and the AWS CLI talk to it given
 //! an endpoint URL.
 
+mod access;
 pub mod discover;
 mod handlers;
 
+pub use access::{Access, Identity};
 pub use handlers::OPERATIONS;
 
 use std::net::SocketAddr;
@@ -182,6 +184,7 @@ impl Metrics {
 struct AppState {
     registry: Arc<Registry>,
     metrics: Metrics,
+    access: Arc<Access>,
 }
 
 /// Binds the API listener (separately from serving, so a bad address fails
@@ -196,10 +199,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
+    access: Access,
     prom: prometheus::Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let app = router(registry, &prom)?;
+    let app = router(registry, access, &prom)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -207,10 +211,15 @@ pub async fn serve(
 }
 
 /// The API's HTTP routes, for embedding and for tests.
-pub fn router(registry: Arc<Registry>, prom: &prometheus::Registry) -> Result<Router, Error> {
+pub fn router(
+    registry: Arc<Registry>,
+    access: Access,
+    prom: &prometheus::Registry,
+) -> Result<Router, Error> {
     let state = AppState {
         registry,
         metrics: Metrics::register(prom)?,
+        access: Arc::new(access),
     };
     Ok(Router::new()
         .route("/", any(handle))
@@ -229,6 +238,7 @@ pub fn router(registry: Arc<Registry>, prom: &prometheus::Registry) -> Result<Ro
 async fn handle(
     State(state): State<AppState>,
     method: axum::http::Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -257,7 +267,16 @@ async fn handle(
                     format!("request body larger than {MAX_BODY_BYTES} bytes"),
                 )
             }),
-            Ok(bytes) => dispatch(&state, target, operation, bytes).await,
+            Ok(bytes) => {
+                let account = &state.registry.config().scope.account;
+                match state
+                    .access
+                    .authenticate(&method, &uri, &headers, &bytes, account)
+                {
+                    Ok(caller) => dispatch(&state, caller.as_ref(), target, operation, bytes).await,
+                    Err(e) => Err(e),
+                }
+            }
         }
     };
     let response = match result {
@@ -291,6 +310,7 @@ async fn handle(
 
 async fn dispatch(
     state: &AppState,
+    caller: Option<&Identity>,
     target: &str,
     operation: &str,
     body: Bytes,
@@ -307,6 +327,10 @@ async fn dispatch(
             format!("unknown operation {target:?}"),
         ));
     }
+    // Authorized before the handler runs, so a refused call changes nothing.
+    state
+        .access
+        .authorize(&state.registry, caller, operation, &body)?;
     // Discovery is a pure in-memory read on the hot path: answer inline.
     // Everything else may write (and fsync), so it runs off the async workers.
     if handlers::is_inline(operation) {

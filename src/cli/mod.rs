@@ -10,8 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
+mod access;
 mod store;
 
+pub use self::access::{AuthArgs, AuthMode};
 pub use self::store::{CopyArgs, EtcdArgs, StoreArgs, StoreCommand, StoreKind, copy};
 use crate::api;
 use crate::controller;
@@ -48,6 +50,9 @@ pub enum Error {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The API's access flags or files are wrong.
+    #[error("API access control: {0}")]
+    Access(String),
     /// A background task panicked.
     #[error("a server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -160,6 +165,9 @@ pub struct ServeArgs {
     /// Active health checks (HTTP, HTTPS, TCP).
     #[command(flatten)]
     pub probe: ProbeArgs,
+    /// Who may call the Cloud Map API.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// Flags of the active health checks.
@@ -324,6 +332,7 @@ async fn run_registry(
         region,
         account_id,
         probe,
+        auth,
     } = args;
     let signal = shutdown_signal().await?;
     let metrics_listener = Telemetry::bind(metrics_addr).await?;
@@ -371,6 +380,11 @@ async fn run_registry(
     };
 
     let telemetry = Telemetry::new(registry.clone())?;
+    let access = auth.access(
+        api_addr,
+        &registry.config().scope.region,
+        telemetry.prometheus(),
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -384,6 +398,7 @@ async fn run_registry(
     let api = tokio::spawn(api::serve(
         api_listener,
         registry.clone(),
+        access,
         telemetry.prometheus().clone(),
         stopped(stop_rx.clone()),
     ));

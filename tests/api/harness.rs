@@ -29,11 +29,15 @@ impl ResolveDns for Loopback {
 /// Builds SDK clients for a test server.
 pub trait SdkClient {
     /// An unmodified AWS SDK client pointed at this server.
-    fn client(&self) -> Client;
+    fn client(&self) -> Client {
+        self.client_as("AKIDEXAMPLE", "secret")
+    }
+    /// The same, signing with the given access key.
+    fn client_as(&self, access_key_id: &str, secret: &str) -> Client;
 }
 
 impl SdkClient for Server {
-    fn client(&self) -> Client {
+    fn client_as(&self, access_key_id: &str, secret: &str) -> Client {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::AwsLc,
@@ -42,13 +46,7 @@ impl SdkClient for Server {
         let config = aws_sdk_servicediscovery::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "AKIDEXAMPLE",
-                "secret",
-                None,
-                None,
-                "test",
-            ))
+            .credentials_provider(Credentials::new(access_key_id, secret, None, None, "test"))
             .endpoint_url(format!("http://waymark.test:{}", self.api_port))
             .http_client(http)
             .build();

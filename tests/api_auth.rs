@@ -1,0 +1,631 @@
+//! API access control end to end: `waymark serve --auth-credentials` with
+//! the official AWS SDK for Rust, boto3 and the AWS CLI signing with the
+//! configured keys, policies scoping what each principal may do, and the
+//! requests SigV4 must refuse (wrong secret, unknown key, unsigned, old
+//! timestamp, changed body, presigned URL past its expiry).
+
+#[path = "api/harness.rs"]
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_servicediscovery::Client;
+use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
+use harness::support::Options;
+use harness::{SdkClient, Server, http_namespace, wait_op};
+
+const ADMIN: (&str, &str) = ("AKIAWAYMARKADMIN0001", "admin-secret-0123456789abcdef");
+const INVENTORY: (&str, &str) = ("AKIAWAYMARKINVENTORY", "inventory-secret-0123456789abc");
+
+/// The seed's policy: the inventory manager may register and deregister
+/// only in the `inventory-manager` service, and read everything. The admin
+/// may do anything except delete namespaces (an explicit Deny beats its
+/// `servicediscovery:*`).
+const CREDENTIALS: &str = r#"
+principals:
+  - name: admin
+    accessKeys:
+      - accessKeyId: AKIAWAYMARKADMIN0001
+        secretAccessKey: admin-secret-0123456789abcdef
+    policies: [everything, keep-namespaces]
+  - name: inventory-manager
+    accessKeys:
+      - accessKeyId: AKIAWAYMARKINVENTORY
+        secretAccessKey: inventory-secret-0123456789abc
+    inlinePolicies:
+      - Version: "2012-10-17"
+        Statement:
+          - Sid: OwnServiceOnly
+            Effect: Allow
+            Action: ["servicediscovery:RegisterInstance", "servicediscovery:DeregisterInstance"]
+            Resource: "*"
+            Condition:
+              StringEquals:
+                "servicediscovery:ServiceName": inventory-manager
+          - Effect: Allow
+            Action: ["servicediscovery:DiscoverInstances", "servicediscovery:Get*", "servicediscovery:List*"]
+            Resource: "*"
+policies:
+  everything:
+    Version: "2012-10-17"
+    Statement:
+      - Effect: Allow
+        Action: "servicediscovery:*"
+        Resource: "*"
+  keep-namespaces:
+    Version: "2012-10-17"
+    Statement:
+      - Sid: KeepNamespaces
+        Effect: Deny
+        Action: "servicediscovery:DeleteNamespace"
+        Resource: "*"
+"#;
+
+/// A server requiring SigV4 with [`CREDENTIALS`], reloading them every
+/// quarter second.
+fn secured() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials.yaml");
+    std::fs::write(&creds, CREDENTIALS).unwrap();
+    let data_dir = dir.path().join("data");
+    Server::start_on_with(
+        dir,
+        data_dir,
+        Options {
+            args: vec![
+                "--auth-credentials".into(),
+                creds.display().to_string(),
+                "--auth-reload-seconds".into(),
+                "0.25".into(),
+            ],
+            ..Options::default()
+        },
+    )
+}
+
+fn code<E: ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or("<none>").to_string()
+}
+
+async fn service(client: &Client, namespace: &str, name: &str) -> String {
+    client
+        .create_service()
+        .name(name)
+        .namespace_id(namespace)
+        .send()
+        .await
+        .unwrap()
+        .service()
+        .unwrap()
+        .id()
+        .unwrap()
+        .to_string()
+}
+
+/// The admin sets up `<ns>` with the services `inventory-manager` and
+/// `billing`; returns (namespace id, inventory id, billing id).
+async fn setup(server: &Server, ns: &str) -> (String, String, String) {
+    let admin = server.client_as(ADMIN.0, ADMIN.1);
+    let ns_id = http_namespace(&admin, ns).await;
+    let inventory = service(&admin, &ns_id, "inventory-manager").await;
+    let billing = service(&admin, &ns_id, "billing").await;
+    (ns_id, inventory, billing)
+}
+
+#[tokio::test]
+async fn the_rust_sdk_signs_with_configured_keys_and_policies_scope_each_principal() {
+    let server = secured();
+    let (ns_id, inventory, billing) = setup(&server, "scoped.test").await;
+    let admin = server.client_as(ADMIN.0, ADMIN.1);
+    let manager = server.client_as(INVENTORY.0, INVENTORY.1);
+
+    // Allowed: its own service.
+    let op = manager
+        .register_instance()
+        .service_id(&inventory)
+        .instance_id("i-1")
+        .attributes("AWS_INSTANCE_IPV4", "10.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    wait_op(&manager, op.operation_id().unwrap()).await;
+    let found = manager
+        .discover_instances()
+        .namespace_name("scoped.test")
+        .service_name("inventory-manager")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.instances().len(), 1);
+
+    // Refused: another service, and anything beyond its policy. Nothing
+    // changes.
+    let err = manager
+        .register_instance()
+        .service_id(&billing)
+        .instance_id("i-2")
+        .attributes("AWS_INSTANCE_IPV4", "10.0.0.2")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err), "AccessDeniedException");
+    let message = err.message().unwrap();
+    assert!(
+        message.contains("User: arn:aws:iam::000000000000:user/inventory-manager")
+            && message.contains("servicediscovery:RegisterInstance")
+            && message.contains(&format!("service/{billing}")),
+        "{message}"
+    );
+    let listed = admin
+        .list_instances()
+        .service_id(&billing)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.instances().is_empty());
+    let err = manager
+        .delete_service()
+        .id(&inventory)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err), "AccessDeniedException");
+
+    // Explicit Deny beats the admin's `servicediscovery:*`.
+    let err = admin
+        .delete_namespace()
+        .id(&ns_id)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err), "AccessDeniedException");
+    assert!(
+        err.message().unwrap().contains("explicit deny"),
+        "{:?}",
+        err.message()
+    );
+
+    // A wrong secret and an unknown key are refused before any policy.
+    let wrong = server.client_as(INVENTORY.0, "not-the-secret-0123456789");
+    let err = wrong
+        .list_namespaces()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err), "InvalidSignatureException");
+    let stranger = server.client_as("AKIAWAYMARKSTRANGER1", "whatever-secret-0123456789");
+    let err = stranger
+        .list_namespaces()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code(&err), "UnrecognizedClientException");
+
+    let denied = server.metric("waymark_api_requests_total{operation=\"RegisterInstance\",result=\"AccessDeniedException\"}");
+    assert_eq!(denied, Some(1.0));
+}
+
+// ----- raw requests, signed by the AWS SDK's own signer -----------------------
+
+/// What to sign.
+struct Signing<'a> {
+    key: (&'a str, &'a str),
+    time: SystemTime,
+    body: &'a str,
+    /// Presign (query parameters) valid this long, instead of a header.
+    presign_for: Option<Duration>,
+}
+
+/// Signs a `ListNamespaces` POST to `server` with the AWS SDK's signer;
+/// returns (path and query, headers).
+fn sign(server: &Server, s: &Signing<'_>) -> (String, Vec<(String, String)>) {
+    use aws_sigv4::http_request::{
+        SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
+    };
+    let identity =
+        aws_credential_types::Credentials::new(s.key.0, s.key.1, None, None, "test").into();
+    let mut settings = SigningSettings::default();
+    if let Some(expires) = s.presign_for {
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(expires);
+    }
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("servicediscovery")
+        .time(s.time)
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let host = format!("127.0.0.1:{}", server.api_port);
+    let headers = vec![
+        ("host".to_string(), host.clone()),
+        (
+            "content-type".to_string(),
+            "application/x-amz-json-1.1".to_string(),
+        ),
+        (
+            "x-amz-target".to_string(),
+            "Route53AutoNaming_v20170314.ListNamespaces".to_string(),
+        ),
+    ];
+    let request = SignableRequest::new(
+        "POST",
+        format!("http://{host}/"),
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        SignableBody::Bytes(s.body.as_bytes()),
+    )
+    .unwrap();
+    let (instructions, _) = sign(request, &params).unwrap().into_parts();
+    let mut all = headers;
+    for (name, value) in instructions.headers() {
+        all.push((name.to_string(), value.to_string()));
+    }
+    let query: Vec<String> = instructions
+        .params()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    let path = if query.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/?{}", query.join("&"))
+    };
+    (path, all)
+}
+
+/// Percent-encodes a query value as SigV4 does (unreserved characters
+/// only).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// POSTs `body` with `headers` to `path`; returns (status, body).
+fn post(server: &Server, path: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", server.api_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = format!("POST {path} HTTP/1.1\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+/// The `__type` of an error body.
+fn error_type(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    v["__type"].as_str().unwrap_or(body).to_string()
+}
+
+#[test]
+fn unsigned_stale_altered_and_expired_presigned_requests_are_refused() {
+    let server = secured();
+    let now = SystemTime::now();
+    let good = |time, presign_for| Signing {
+        key: INVENTORY,
+        time,
+        body: "{}",
+        presign_for,
+    };
+
+    // Signed now: accepted.
+    let (path, headers) = sign(&server, &good(now, None));
+    let (status, body) = post(&server, &path, &headers, "{}");
+    assert_eq!(status, 200, "{body}");
+
+    // Unsigned: no token at all.
+    let unsigned: Vec<_> = headers
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("authorization"))
+        .cloned()
+        .collect();
+    let (status, body) = post(&server, "/", &unsigned, "{}");
+    assert_eq!(
+        (status, error_type(&body).as_str()),
+        (403, "MissingAuthenticationTokenException")
+    );
+
+    // The body changed after signing.
+    let (status, body) = post(&server, &path, &headers, r#"{"MaxResults":1}"#);
+    assert_eq!(
+        (status, error_type(&body).as_str()),
+        (403, "InvalidSignatureException")
+    );
+
+    // Signed ten minutes ago: outside the five-minute skew.
+    let old = now - Duration::from_secs(600);
+    let (path, headers) = sign(&server, &good(old, None));
+    let (status, body) = post(&server, &path, &headers, "{}");
+    assert_eq!(
+        (status, error_type(&body).as_str()),
+        (403, "InvalidSignatureException"),
+        "{body}"
+    );
+    assert!(body.contains("Signature expired"), "{body}");
+
+    // Presigned: good while it lasts, refused when replayed after expiry.
+    let (path, headers) = sign(&server, &good(now, Some(Duration::from_secs(1))));
+    assert!(path.contains("X-Amz-Signature="), "{path}");
+    assert!(headers.iter().all(|(n, _)| n != "authorization"));
+    let (status, body) = post(&server, &path, &headers, "{}");
+    assert_eq!(status, 200, "presigned within its lifetime: {body}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (status, body) = post(&server, &path, &headers, "{}");
+    assert_eq!(
+        (status, error_type(&body).as_str()),
+        (403, "InvalidSignatureException"),
+        "{body}"
+    );
+}
+
+// ----- boto3 and the AWS CLI ---------------------------------------------------
+
+/// `cmd` with `key` as its credentials and nothing from the machine's AWS
+/// configuration.
+fn with_key(mut cmd: Command, home: &Path, key: (&str, &str)) -> Command {
+    for var in [
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_SERVICEDISCOVERY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", key.0)
+        .env("AWS_SECRET_ACCESS_KEY", key.1)
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-aws-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_DISABLE_HOST_PREFIX_INJECTION", "true")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("AWS_PAGER", "")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn output(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (scripts/test.sh installs the AWS CLI and boto3)")
+    });
+    out
+}
+
+/// boto3 registers `instance` in `service`; prints `OK` or the error code.
+const BOTO3: &str = r#"
+import sys, boto3, botocore
+endpoint, service, instance = sys.argv[1:4]
+sd = boto3.client("servicediscovery", endpoint_url=endpoint)
+try:
+    sd.register_instance(ServiceId=service, InstanceId=instance,
+                         Attributes={"AWS_INSTANCE_IPV4": "10.1.0.1"})
+    print("OK")
+except botocore.exceptions.ClientError as e:
+    print(e.response["Error"]["Code"])
+"#;
+
+fn boto3(server: &Server, key: (&str, &str), service: &str, instance: &str) -> String {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", BOTO3, &server.endpoint(), service, instance]);
+    let out = output(with_key(cmd, server.dir.path(), key));
+    assert!(
+        out.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn aws_cli(server: &Server, key: (&str, &str), args: &[&str]) -> Output {
+    let mut cmd = Command::new("aws");
+    cmd.arg("servicediscovery").args(args).args([
+        "--endpoint-url",
+        &server.endpoint(),
+        "--output",
+        "json",
+    ]);
+    output(with_key(cmd, server.dir.path(), key))
+}
+
+#[tokio::test]
+async fn boto3_and_the_aws_cli_sign_with_configured_keys() {
+    let server = secured();
+    let (ns_id, inventory, billing) = setup(&server, "tools.test").await;
+
+    assert_eq!(boto3(&server, INVENTORY, &inventory, "py-1"), "OK");
+    assert_eq!(
+        boto3(&server, INVENTORY, &billing, "py-2"),
+        "AccessDeniedException"
+    );
+    let wrong = (INVENTORY.0, "not-the-secret-0123456789");
+    assert_eq!(
+        boto3(&server, wrong, &inventory, "py-3"),
+        "InvalidSignatureException"
+    );
+
+    let out = aws_cli(
+        &server,
+        INVENTORY,
+        &[
+            "discover-instances",
+            "--namespace-name",
+            "tools.test",
+            "--service-name",
+            "inventory-manager",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["Instances"][0]["InstanceId"], "py-1");
+
+    let out = aws_cli(&server, INVENTORY, &["delete-namespace", "--id", &ns_id]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("AccessDeniedException")
+            && stderr.contains("servicediscovery:DeleteNamespace"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn changed_credentials_and_policies_apply_without_a_restart() {
+    let server = secured();
+    let (_, inventory, billing) = setup(&server, "reload.test").await;
+    let manager = server.client_as(INVENTORY.0, INVENTORY.1);
+    let register = |svc: String, id: &'static str| {
+        let manager = manager.clone();
+        async move {
+            manager
+                .register_instance()
+                .service_id(svc)
+                .instance_id(id)
+                .attributes("AWS_INSTANCE_IPV4", "10.2.0.1")
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| code(&e.into_service_error()))
+        }
+    };
+    assert_eq!(
+        register(billing.clone(), "r-1").await,
+        Err("AccessDeniedException".into())
+    );
+
+    // Widen the manager's policy to billing too.
+    let creds = server.dir.path().join("credentials.yaml");
+    let widened = CREDENTIALS.replace(
+        "\"servicediscovery:ServiceName\": inventory-manager",
+        "\"servicediscovery:ServiceName\": [inventory-manager, billing]",
+    );
+    std::fs::write(&creds, &widened).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while register(billing.clone(), "r-1").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the widened policy never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A broken file is refused; the version in force keeps serving.
+    std::fs::write(&creds, "principals: [").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(register(inventory.clone(), "r-2").await, Ok(()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("waymark_auth_reloads_total{result=\"refused\"}") != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the refused reload was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The manager's key removed: its calls are no longer recognised.
+    let start = CREDENTIALS.find("  - name: inventory-manager").unwrap();
+    let end = CREDENTIALS.find("policies:\n  everything").unwrap();
+    let without = format!("{}{}", &CREDENTIALS[..start], &CREDENTIALS[end..]);
+    std::fs::write(&creds, without).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match register(inventory.clone(), "r-3").await {
+            Err(code) if code == "UnrecognizedClientException" => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the removed key still works: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// `waymark serve` with `args`; returns its exit status and stderr.
+fn serve_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .arg("serve")
+        .args(["--metrics-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn unsafe_or_broken_access_settings_stop_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+
+    let err = serve_fails(&["--data-dir", data, "--api-addr", "0.0.0.0:0"]);
+    assert!(
+        err.contains("refusing to serve the Cloud Map API without authentication on 0.0.0.0"),
+        "{err}"
+    );
+    let err = serve_fails(&[
+        "--data-dir",
+        data,
+        "--auth",
+        "sigv4",
+        "--api-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        err.contains("--auth sigv4 needs --auth-credentials"),
+        "{err}"
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "principals:\n  - name: x\n    accessKeys: [{accessKeyId: SHORT, secretAccessKey: s}]\n",
+    )
+    .unwrap();
+    let err = serve_fails(&[
+        "--data-dir",
+        data,
+        "--api-addr",
+        "127.0.0.1:0",
+        "--auth-credentials",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(err.contains("bad.yaml"), "{err}");
+    assert!(err.contains("SHORT"), "{err}");
+}
