@@ -159,6 +159,7 @@ clusterId: prod-eu-1
 resyncSeconds: 60
 leaderElection: {{enabled: false}}
 aws: {{region: eu-west-1, accountId: "123456789012"}}
+auth: {{mode: sigv4, credentials: {{secretName: wm-api-keys, key: keys.yaml}}, reloadSeconds: 2}}
 persistence: {{enabled: false, emptyDirSizeLimit: 2Gi}}
 service:
   api: {{type: NodePort, annotations: {{example.com/a: b}}}}
@@ -216,6 +217,10 @@ store:
     maxTxnOps: 512
     tls: {secretName: etcd-client-tls}
     auth: {secretName: etcd-auth, usernameKey: user}
+auth:
+  mode: sigv4
+  credentials: {secretName: wm-ha-api-keys}
+  policies: {configMapName: wm-ha-api-policies}
 "#;
 
 // --- generated files -----------------------------------------------------------------
@@ -324,6 +329,14 @@ fn values_schema_refuses_more_than_one_replica_and_unknown_or_bad_values() {
         ),
         ("store.type=consul", "/store/type"),
         ("podAntiAffinity=always", "/podAntiAffinity"),
+        // Signed requests need the Secret holding the keys.
+        ("auth.mode=sigv4", "/auth/credentials/secretName"),
+        ("auth.mode=iam", "/auth/mode"),
+        (
+            "auth.mode=sigv4,auth.credentials.secretName=Bad_Name",
+            "/auth/credentials/secretName",
+        ),
+        ("auth.reloadSeconds=0", "/auth/reloadSeconds"),
     ] {
         let out = helm.run(&["template", "x", CHART, "--set", set]);
         assert!(!out.status.success(), "--set {set} was accepted");
@@ -402,6 +415,10 @@ fn default_template_is_a_single_locked_down_replica_with_every_service() {
         "--data-dir=/var/lib/waymark/data",
         "--lease-namespace=waymark-system",
         "--lease-name=waymark",
+        // auth.mode none by default: the pod's address is not loopback, so the open API
+        // must be asked for.
+        "--auth=none",
+        "--allow-unauthenticated-remote",
     ] {
         assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
     }
@@ -626,6 +643,11 @@ fn every_rendered_flag_is_a_flag_of_waymark_run() {
         "--etcd-ca",
         "--etcd-cert",
         "--etcd-key",
+        "--auth",
+        "--auth-credentials",
+        "--auth-policies",
+        "--auth-reload-seconds",
+        "--allow-unauthenticated-remote",
     ] {
         assert!(seen.contains(flag), "{flag} never rendered");
     }
@@ -636,8 +658,17 @@ fn every_rendered_flag_is_a_flag_of_waymark_run() {
         "--selector=team in (payments,shop)",
         "--log=waymark=debug,info",
         "--account-id=123456789012",
+        "--auth=sigv4",
+        "--auth-credentials=/etc/waymark/auth/keys.yaml",
+        "--auth-reload-seconds=2",
     ] {
         assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+    }
+    for unwanted in ["--allow-unauthenticated-remote", "--auth-policies"] {
+        assert!(
+            !args.iter().any(|a| a.starts_with(unwanted)),
+            "{unwanted} with sigv4 and no policies ConfigMap: {args:?}"
+        );
     }
 }
 
@@ -785,12 +816,29 @@ fn ha_values_render_replicas_on_etcd_that_the_api_server_accepts() {
     );
     assert_eq!(
         pod["volumes"],
-        json!([{"name": "etcd-tls", "secret": {"secretName": "etcd-client-tls", "defaultMode": 0o440}}])
+        json!([
+            {"name": "etcd-tls", "secret": {"secretName": "etcd-client-tls", "defaultMode": 0o440}},
+            {"name": "auth-credentials", "secret": {"secretName": "wm-ha-api-keys", "defaultMode": 0o440}},
+            {"name": "auth-policies", "configMap": {"name": "wm-ha-api-policies"}},
+        ])
     );
     assert_eq!(
         pod["containers"][0]["volumeMounts"],
-        json!([{"name": "etcd-tls", "mountPath": "/etc/waymark/etcd-tls", "readOnly": true}])
+        json!([
+            {"name": "etcd-tls", "mountPath": "/etc/waymark/etcd-tls", "readOnly": true},
+            {"name": "auth-credentials", "mountPath": "/etc/waymark/auth", "readOnly": true},
+            {"name": "auth-policies", "mountPath": "/etc/waymark/auth-policies", "readOnly": true},
+        ])
     );
+    // Signed requests with the mounted keys and policies; never the open API.
+    for want in [
+        "--auth=sigv4",
+        "--auth-credentials=/etc/waymark/auth/credentials.yaml",
+        "--auth-policies=/etc/waymark/auth-policies/policies.yaml",
+    ] {
+        assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a == "--allow-unauthenticated-remote"));
     assert!(!docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim"));
     // Replicas spread over nodes, and a drain takes one at a time.
     let selector = &deploy["spec"]["selector"]["matchLabels"];

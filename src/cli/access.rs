@@ -46,13 +46,14 @@ pub struct AuthArgs {
 
 impl AuthArgs {
     /// The access control these flags describe for an API on `api_addr`
-    /// in `region`; starts the reloader of the files.
+    /// in `region`, with the files loaded, checked before anything is bound
+    /// or opened so a bad setting stops start-up at once. Under SigV4 the
+    /// [`Authority`] is returned too: [`AuthArgs::watch`] starts its reloader.
     pub fn access(
         &self,
         api_addr: SocketAddr,
         region: &str,
-        prom: &prometheus::Registry,
-    ) -> Result<Access, Error> {
+    ) -> Result<(Access, Option<Arc<Authority>>), Error> {
         let mode = self.auth.unwrap_or(if self.auth_credentials.is_some() {
             AuthMode::Sigv4
         } else {
@@ -76,7 +77,7 @@ impl AuthArgs {
                     %api_addr,
                     "the Cloud Map API is UNAUTHENTICATED (--auth none): every caller may do anything"
                 );
-                Ok(Access::Open)
+                Ok((Access::Open, None))
             }
             AuthMode::Sigv4 => {
                 let Some(credentials) = &self.auth_credentials else {
@@ -88,16 +89,21 @@ impl AuthArgs {
                     Authority::load(credentials, self.auth_policies.as_deref())
                         .map_err(|e| Error::Access(e.to_string()))?,
                 );
-                authority
-                    .spawn_reloader(self.auth_reload_seconds, prom)
-                    .map_err(|e| Error::Access(e.to_string()))?;
                 info!(
                     keys = authority.current().key_count(),
                     credentials = %credentials.display(),
                     "Cloud Map API requires SigV4 signatures"
                 );
-                Ok(Access::sigv4(region, authority))
+                Ok((Access::sigv4(region, authority.clone()), Some(authority)))
             }
         }
+    }
+
+    /// Starts reloading `authority`'s files every `--auth-reload-seconds`,
+    /// counting reloads in `prom`.
+    pub fn watch(&self, authority: &Arc<Authority>, prom: &prometheus::Registry) -> Result<(), Error> {
+        authority
+            .spawn_reloader(self.auth_reload_seconds, prom)
+            .map_err(|e| Error::Access(e.to_string()))
     }
 }

@@ -334,6 +334,9 @@ async fn run_registry(
         probe,
         auth,
     } = args;
+    // Access settings first: an unsafe or broken one stops start-up before
+    // anything is bound or opened.
+    let (access, authority) = auth.access(api_addr, &region)?;
     let signal = shutdown_signal().await?;
     let metrics_listener = Telemetry::bind(metrics_addr).await?;
     let api_listener = api::bind(api_addr).await?;
@@ -380,11 +383,9 @@ async fn run_registry(
     };
 
     let telemetry = Telemetry::new(registry.clone())?;
-    let access = auth.access(
-        api_addr,
-        &registry.config().scope.region,
-        telemetry.prometheus(),
-    )?;
+    if let Some(authority) = &authority {
+        auth.watch(authority, telemetry.prometheus())?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
