@@ -99,24 +99,21 @@ impl Access {
         }))
     }
 
-    /// Decides whether `caller` may run `operation` with `body`; returns the
-    /// action and resources asked for when they were checked (open access
-    /// checks nothing).
+    /// Whether callers are authenticated and authorized (SigV4).
+    pub fn is_checked(&self) -> bool {
+        matches!(self, Access::SigV4 { .. })
+    }
+
+    /// Decides whether `caller` may do what `asked` describes (open access
+    /// allows everything).
     pub fn authorize(
         &self,
-        registry: &Registry,
         caller: Option<&Identity>,
-        operation: &str,
-        body: &[u8],
-    ) -> Result<Option<auth::RequestContext>, ApiError> {
+        asked: &auth::RequestContext,
+    ) -> Result<(), ApiError> {
         let (Access::SigV4 { authority, .. }, Some(caller)) = (self, caller) else {
-            return Ok(None);
+            return Ok(());
         };
-        // A body that is not JSON fails in its handler with a specific
-        // error; its context here names no resource, so only a policy that
-        // allows the action on every resource lets it through to that error.
-        let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let asked = auth::request_context(registry, operation, &json);
         let config = authority.current();
         let Some(principal) = config.principal(&caller.access_key_id) else {
             // The key was removed between authentication and now.
@@ -134,12 +131,22 @@ impl Access {
             context: &asked.context,
         });
         match decision {
-            Decision::Allow => Ok(Some(asked)),
+            Decision::Allow => Ok(()),
             Decision::ExplicitDeny(_) | Decision::ImplicitDeny => {
-                Err(denied(caller, &asked, &decision))
+                Err(denied(caller, asked, &decision))
             }
         }
     }
+}
+
+/// The action, resources and condition keys of `operation` with `body`, read
+/// from the registry before the call runs (a deleted service's ARN is gone
+/// afterwards). A body that is not JSON fails in its handler with a
+/// specific error; its context names no resource, so only a policy that
+/// allows the action on every resource lets it through to that error.
+pub fn context(registry: &Registry, operation: &str, body: &[u8]) -> auth::RequestContext {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    auth::request_context(registry, operation, &json)
 }
 
 /// `AccessDeniedException` worded as AWS words it.

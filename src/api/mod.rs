@@ -4,20 +4,25 @@
 //! an endpoint URL.
 
 mod access;
+pub mod audit;
 pub mod discover;
 mod handlers;
+pub mod limits;
 
 pub use access::{Access, Identity};
+pub use audit::{AuditConfig, AuditLog, AuditWriter, Sink};
 pub use handlers::OPERATIONS;
+pub use limits::{RateLimit, Throttle};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
@@ -184,7 +189,30 @@ impl Metrics {
 struct AppState {
     registry: Arc<Registry>,
     metrics: Metrics,
-    access: Arc<Access>,
+    guards: Arc<Guards>,
+}
+
+/// What stands between a caller and the registry: who may call (and do
+/// what), the audit log of what they did, and how fast they may call.
+#[derive(Debug, Clone)]
+pub struct Guards {
+    /// Authentication and authorization.
+    pub access: Access,
+    /// The audit log, when one is kept.
+    pub audit: Option<AuditLog>,
+    /// Per-caller rate limits, when set.
+    pub throttle: Option<Throttle>,
+}
+
+impl Guards {
+    /// No authentication, no audit log, no limits (embedding, tests).
+    pub fn open() -> Self {
+        Self {
+            access: Access::Open,
+            audit: None,
+            throttle: None,
+        }
+    }
 }
 
 /// Binds the API listener (separately from serving, so a bad address fails
@@ -199,27 +227,32 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
-    access: Access,
+    guards: Guards,
     prom: prometheus::Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let app = router(registry, access, &prom)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::Serve)
+    let app = router(registry, guards, &prom)?;
+    // The peer's address reaches the handler: the audit log records it and
+    // unauthenticated callers are rate-limited by it.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(Error::Serve)
 }
 
 /// The API's HTTP routes, for embedding and for tests.
 pub fn router(
     registry: Arc<Registry>,
-    access: Access,
+    guards: Guards,
     prom: &prometheus::Registry,
 ) -> Result<Router, Error> {
     let state = AppState {
         registry,
         metrics: Metrics::register(prom)?,
-        access: Arc::new(access),
+        guards: Arc::new(guards),
     };
     Ok(Router::new()
         .route("/", any(handle))
@@ -235,15 +268,31 @@ pub fn router(
         .with_state(state))
 }
 
-async fn handle(
-    State(state): State<AppState>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+/// What became known about a request on its way in, for the audit log.
+#[derive(Default)]
+struct Seen {
+    body: Bytes,
+    caller: Option<Identity>,
+    asked: Option<crate::auth::RequestContext>,
+}
+
+/// Error types that mean the caller was refused (not that the call
+/// failed): always audited.
+fn refused(err: &ApiError) -> bool {
+    err.status == StatusCode::FORBIDDEN
+        || matches!(err.kind, "AccessDeniedException" | "ThrottlingException")
+}
+
+async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
-    let target = headers
+    let time = SystemTime::now();
+    let (parts, body) = request.into_parts();
+    let source = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let target = parts
+        .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -253,33 +302,39 @@ async fn handle(
     } else {
         "unknown"
     };
-    let result = if method != axum::http::Method::POST {
-        Err(ApiError {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            ..ApiError::new("UnknownOperationException", "Cloud Map operations use POST")
-        })
-    } else {
-        match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-            Err(_) => Err(ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                ..ApiError::new(
-                    "SerializationException",
-                    format!("request body larger than {MAX_BODY_BYTES} bytes"),
-                )
-            }),
-            Ok(bytes) => {
-                let account = &state.registry.config().scope.account;
-                match state
-                    .access
-                    .authenticate(&method, &uri, &headers, &bytes, account)
-                {
-                    Ok(caller) => dispatch(&state, caller.as_ref(), target, operation, bytes).await,
-                    Err(e) => Err(e),
-                }
-            }
+    let mut seen = Seen::default();
+    let result = respond(&state, &parts, body, source, target, operation, &mut seen).await;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    if let Some(audit) = &state.guards.audit {
+        let logged = match &result {
+            Ok(_) => audit.records(operation),
+            Err(e) => audit.records(operation) || refused(e),
+        };
+        if logged {
+            audit.log(&audit::Call {
+                time,
+                operation: label,
+                source,
+                user_agent: parts
+                    .headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+                caller: seen.caller.as_ref(),
+                open: !state.guards.access.is_checked(),
+                asked: seen.asked.as_ref(),
+                body: &seen.body,
+                response: result.as_ref().ok().map(String::as_str),
+                error: result.as_ref().err().map(|e| (e.kind, e.message.as_str())),
+                status: match &result {
+                    Ok(_) => 200,
+                    Err(e) => e.status.as_u16(),
+                },
+                request_id: &request_id,
+                elapsed: started.elapsed(),
+            });
         }
-    };
-    let response = match result {
+    }
+    let mut response = match result {
         Ok(body) => {
             state
                 .metrics
@@ -300,6 +355,11 @@ async fn handle(
             err.into_response()
         }
     };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        // The SDKs surface it (`request_id()`, boto3's `RequestId`): it
+        // finds the call's audit line.
+        response.headers_mut().insert("x-amzn-RequestId", v);
+    }
     state
         .metrics
         .duration
@@ -308,12 +368,53 @@ async fn handle(
     response
 }
 
-async fn dispatch(
+/// Reads, authenticates, rate-limits and runs one request, recording in
+/// `seen` what the audit log needs.
+async fn respond(
     state: &AppState,
-    caller: Option<&Identity>,
+    parts: &Parts,
+    body: Body,
+    source: Option<SocketAddr>,
     target: &str,
     operation: &str,
-    body: Bytes,
+    seen: &mut Seen,
+) -> Result<String, ApiError> {
+    if parts.method != axum::http::Method::POST {
+        return Err(ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            ..ApiError::new("UnknownOperationException", "Cloud Map operations use POST")
+        });
+    }
+    seen.body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            ..ApiError::new(
+                "SerializationException",
+                format!("request body larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
+    let account = &state.registry.config().scope.account;
+    seen.caller = state.guards.access.authenticate(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &seen.body,
+        account,
+    )?;
+    // Charged after authentication, so a caller is charged only for what
+    // it proved it sent.
+    if let Some(throttle) = &state.guards.throttle {
+        throttle.check(seen.caller.as_ref(), source)?;
+    }
+    dispatch(state, target, operation, seen).await
+}
+
+async fn dispatch(
+    state: &AppState,
+    target: &str,
+    operation: &str,
+    seen: &mut Seen,
 ) -> Result<String, ApiError> {
     if target.is_empty() {
         return Err(ApiError::new(
@@ -328,9 +429,16 @@ async fn dispatch(
         ));
     }
     // Authorized before the handler runs, so a refused call changes nothing.
-    state
-        .access
-        .authorize(&state.registry, caller, operation, &body)?;
+    // The context is read from the registry before the call too: a deleted
+    // service's ARN is gone afterwards.
+    let guards = &state.guards;
+    let audited = guards.audit.as_ref().is_some_and(|a| a.records(operation));
+    if guards.access.is_checked() || audited {
+        let asked = access::context(&state.registry, operation, &seen.body);
+        guards.access.authorize(seen.caller.as_ref(), &asked)?;
+        seen.asked = Some(asked);
+    }
+    let body = seen.body.clone();
     // Discovery is a pure in-memory read on the hot path: answer inline.
     // Everything else may write (and fsync), so it runs off the async workers.
     if handlers::is_inline(operation) {

@@ -11,9 +11,11 @@ use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 mod access;
+mod guards;
 mod store;
 
 pub use self::access::{AuthArgs, AuthMode};
+pub use self::guards::{AuditArgs, LimitArgs};
 pub use self::store::{CopyArgs, EtcdArgs, StoreArgs, StoreCommand, StoreKind, copy};
 use crate::api;
 use crate::controller;
@@ -168,6 +170,12 @@ pub struct ServeArgs {
     /// Who may call the Cloud Map API.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// The audit log of API calls.
+    #[command(flatten)]
+    pub audit: AuditArgs,
+    /// Request limits of the API.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Flags of the active health checks.
@@ -333,6 +341,8 @@ async fn run_registry(
         account_id,
         probe,
         auth,
+        audit,
+        limits,
     } = args;
     // Access settings first: an unsafe or broken one stops start-up before
     // anything is bound or opened.
@@ -386,6 +396,14 @@ async fn run_registry(
     if let Some(authority) = &authority {
         auth.watch(authority, telemetry.prometheus())?;
     }
+    let scope = &registry.config().scope;
+    let audit = audit.open(&scope.region, &scope.account, telemetry.prometheus())?;
+    let guards = api::Guards {
+        access,
+        audit: audit.as_ref().map(|(log, _)| log.clone()),
+        throttle: limits.throttle(telemetry.prometheus())?,
+    };
+    let audit_writer = audit.map(|(_, writer)| writer);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -396,10 +414,10 @@ async fn run_registry(
             .serve(metrics_listener, stopped(stop_rx.clone())),
     );
     info!(%metrics_addr, "metrics server listening");
-    let api = tokio::spawn(api::serve(
+    let mut api = tokio::spawn(api::serve(
         api_listener,
         registry.clone(),
-        access,
+        guards,
         telemetry.prometheus().clone(),
         stopped(stop_rx.clone()),
     ));
@@ -468,7 +486,7 @@ async fn run_registry(
             res??;
             return Ok(());
         }
-        res = api => {
+        res = &mut api => {
             res??;
             return Ok(());
         }
@@ -484,6 +502,17 @@ async fn run_registry(
     telemetry.set_ready(false);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), prober).await;
+    // The API's last calls reach the audit log: once the server has
+    // stopped, its handles are gone and the writer drains its queue (a sink
+    // that never drains is given up on).
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut api).await;
+    if let Some(writer) = audit_writer {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || writer.finish()),
+        )
+        .await;
+    }
     // Give the controller a moment to finish its in-flight writes.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     drop(registry);

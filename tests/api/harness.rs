@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use aws_sdk_servicediscovery::Client;
+use aws_sdk_servicediscovery::config::retry::RetryConfig;
 use aws_sdk_servicediscovery::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns};
@@ -33,11 +34,15 @@ pub trait SdkClient {
         self.client_as("AKIDEXAMPLE", "secret")
     }
     /// The same, signing with the given access key.
-    fn client_as(&self, access_key_id: &str, secret: &str) -> Client;
+    fn client_as(&self, access_key_id: &str, secret: &str) -> Client {
+        self.client_with(access_key_id, secret, RetryConfig::standard())
+    }
+    /// The same, retrying as `retry` says.
+    fn client_with(&self, access_key_id: &str, secret: &str, retry: RetryConfig) -> Client;
 }
 
 impl SdkClient for Server {
-    fn client_as(&self, access_key_id: &str, secret: &str) -> Client {
+    fn client_with(&self, access_key_id: &str, secret: &str, retry: RetryConfig) -> Client {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::AwsLc,
@@ -49,6 +54,7 @@ impl SdkClient for Server {
             .credentials_provider(Credentials::new(access_key_id, secret, None, None, "test"))
             .endpoint_url(format!("http://waymark.test:{}", self.api_port))
             .http_client(http)
+            .retry_config(retry)
             .build();
         Client::from_conf(config)
     }
