@@ -412,3 +412,78 @@ fn metrics_count_queries_by_type_and_rcode() {
         assert!(m.contains(needle), "missing {needle} in\n{m}");
     }
 }
+
+/// A plain `<name> A` query with id `id` (RD set, no EDNS).
+fn a_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Sends `n` queries from `from` at once; returns (full answers, truncated
+/// empty answers) received within a second.
+fn flood(from: &str, to: std::net::SocketAddr, n: u16) -> (usize, usize) {
+    let sock = std::net::UdpSocket::bind(from).unwrap();
+    for id in 0..n {
+        sock.send_to(&a_query(id, "inventory-manager.quickship.local"), to)
+            .unwrap();
+    }
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(1000)))
+        .unwrap();
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = [0u8; 4096];
+    while let Ok(len) = sock.recv(&mut buf) {
+        assert!(len >= 12);
+        let tc = buf[2] & 0x02 != 0;
+        let answers = u16::from_be_bytes([buf[6], buf[7]]);
+        match (tc, answers) {
+            (false, 3) => full += 1,
+            (true, 0) => truncated += 1,
+            other => panic!("unexpected response {other:?}: {:?}", &buf[..len]),
+        }
+    }
+    (full, truncated)
+}
+
+#[test]
+fn response_rate_limiting_drops_or_truncates_a_flooding_network_and_tcp_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    populate_data_dir(&data);
+    let w = Waymark::start_with(
+        &data,
+        &["--dns-rate-limit", "5", "--dns-rate-limit-slip", "2"],
+    );
+    // 40 queries at once from one network: the burst of 5 (and what the
+    // rate refills meanwhile) is answered; of the rest every second gets an
+    // empty truncated answer, the others nothing.
+    let (full, truncated) = flood("127.0.0.1:0", w.dns, 40);
+    assert!((5..=8).contains(&full), "{full} full answers");
+    let limited = 40 - full;
+    assert!(
+        truncated.abs_diff(limited / 2) <= 1,
+        "{truncated} truncated of {limited} limited"
+    );
+    // Another network has its own allowance.
+    let (full, truncated) = flood("127.0.1.1:0", w.dns, 1);
+    assert_eq!((full, truncated), (1, 0));
+    // TCP is never limited: dig gets the whole answer.
+    let r = dig(w.dns, &["inventory-manager.quickship.local", "A", "+tcp"]);
+    assert_eq!(r.status, "NOERROR", "{}", r.raw);
+    assert_eq!(r.data("A").len(), 3, "{}", r.raw);
+    let metrics = w.metrics();
+    for action in ["dropped", "slipped"] {
+        let line = format!("waymark_dns_rate_limited_total{{action=\"{action}\"}}");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
+            "{line} in {metrics}"
+        );
+    }
+}

@@ -24,6 +24,7 @@ async fn register_deregister_and_health_changes_show_on_the_next_query() {
         vec![listener],
         registry.clone(),
         DnsMetrics::unregistered().unwrap(),
+        None,
         async move {
             let _ = stop_rx.await;
         },

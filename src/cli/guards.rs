@@ -1,12 +1,14 @@
 //! The API's audit-log and rate-limit flags.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use clap::Args;
 use tracing::info;
 
 use super::Error;
 use crate::api::{AuditConfig, AuditLog, AuditWriter, RateLimit, Sink, Throttle};
+use crate::dns::{ResponseRateLimit, RrlConfig};
 
 /// Flags of the audit log.
 #[derive(Debug, Clone, Args)]
@@ -43,7 +45,7 @@ impl AuditArgs {
             region: region.to_string(),
             account: account.to_string(),
         };
-        let opened = AuditLog::open(&config, prom).map_err(|e| Error::Access(e.to_string()))?;
+        let opened = AuditLog::open(&config, prom)?;
         info!(sink = %sink, reads = self.audit_reads, "audit log enabled");
         Ok(Some(opened))
     }
@@ -73,7 +75,7 @@ impl LimitArgs {
                 .unwrap_or(NonZeroU32::MIN)
         });
         let limit = RateLimit { per_second, burst };
-        let throttle = Throttle::new(limit, prom).map_err(|e| Error::Access(e.to_string()))?;
+        let throttle = Throttle::new(limit, prom).map_err(|e| Error::Limits(e.to_string()))?;
         info!(per_second, burst = burst.get(), "API rate limit per caller");
         Ok(Some(throttle))
     }
@@ -83,5 +85,52 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && (0.001..=1e9).contains(&v) => Ok(v),
         _ => Err("expected requests per second between 0.001 and 1e9 (fractions allowed)".into()),
+    }
+}
+
+/// Flags of DNS response rate limiting.
+#[derive(Debug, Clone, Args)]
+pub struct DnsLimitArgs {
+    /// UDP responses per second to one client network (an IPv4 /24, an IPv6 /56); above it
+    /// responses are dropped, or sent truncated (see --dns-rate-limit-slip) so real clients
+    /// retry over TCP, which is never limited. Default: no limit.
+    #[arg(long, env = "WAYMARK_DNS_RATE_LIMIT")]
+    pub dns_rate_limit: Option<NonZeroU32>,
+    /// Responses to one client network at once above --dns-rate-limit (default: the rate).
+    #[arg(
+        long,
+        env = "WAYMARK_DNS_RATE_LIMIT_BURST",
+        requires = "dns_rate_limit"
+    )]
+    pub dns_rate_limit_burst: Option<NonZeroU32>,
+    /// Every Nth limited response is sent truncated (TC) instead of dropped; 0: drop all.
+    #[arg(long, env = "WAYMARK_DNS_RATE_LIMIT_SLIP", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub dns_rate_limit_slip: u32,
+}
+
+impl DnsLimitArgs {
+    /// The response rate limiter, when a rate is set.
+    pub fn limiter(
+        &self,
+        prom: &prometheus::Registry,
+    ) -> Result<Option<Arc<ResponseRateLimit>>, Error> {
+        let Some(per_second) = self.dns_rate_limit else {
+            return Ok(None);
+        };
+        let config = RrlConfig {
+            per_second,
+            burst: self.dns_rate_limit_burst.unwrap_or(per_second),
+            slip: self.dns_rate_limit_slip,
+        };
+        info!(
+            per_second = per_second.get(),
+            burst = config.burst.get(),
+            slip = config.slip,
+            "DNS response rate limit per client network"
+        );
+        ResponseRateLimit::new(config, prom)
+            .map(Some)
+            .map_err(|e| Error::Limits(e.to_string()))
     }
 }

@@ -15,7 +15,7 @@ mod guards;
 mod store;
 
 pub use self::access::{AuthArgs, AuthMode};
-pub use self::guards::{AuditArgs, LimitArgs};
+pub use self::guards::{AuditArgs, DnsLimitArgs, LimitArgs};
 pub use self::store::{CopyArgs, EtcdArgs, StoreArgs, StoreCommand, StoreKind, copy};
 use crate::api;
 use crate::controller;
@@ -55,6 +55,12 @@ pub enum Error {
     /// The API's access flags or files are wrong.
     #[error("API access control: {0}")]
     Access(String),
+    /// The audit log cannot be written.
+    #[error("{0}")]
+    Audit(#[from] crate::api::audit::AuditError),
+    /// A request or response rate limit cannot be set up.
+    #[error("rate limits: {0}")]
+    Limits(String),
     /// A background task panicked.
     #[error("a server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -176,6 +182,9 @@ pub struct ServeArgs {
     /// Request limits of the API.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Response rate limits of DNS.
+    #[command(flatten)]
+    pub dns_limits: DnsLimitArgs,
 }
 
 /// Flags of the active health checks.
@@ -343,6 +352,7 @@ async fn run_registry(
         auth,
         audit,
         limits,
+        dns_limits,
     } = args;
     // Access settings first: an unsafe or broken one stops start-up before
     // anything is bound or opened.
@@ -423,10 +433,12 @@ async fn run_registry(
     ));
     info!(%api_addr, "Cloud Map API listening");
     let dns_metrics = DnsMetrics::register(telemetry.prometheus())?;
+    let rrl = dns_limits.limiter(telemetry.prometheus())?;
     let dns = tokio::spawn(dns::serve(
         dns_listeners,
         registry.clone(),
         dns_metrics,
+        rrl,
         stopped(stop_rx.clone()),
     ));
     // Active health checks: `serve` always probes; under `run` only the

@@ -19,6 +19,7 @@
 //!   hickory's [`Server`]; UDP runs on one thread per core, each with its own
 //!   `SO_REUSEPORT` socket, in a plain loop (no task, channel or reactor per
 //!   datagram): `recvmmsg`, one index read lock per batch, `sendmmsg`.
+//! - [`rrl`]: response rate limiting of UDP answers per client network.
 //!
 //! See `docs/dns.md` for the names served and the decisions taken.
 
@@ -26,6 +27,7 @@ pub mod handler;
 pub mod metrics;
 pub mod resolve;
 pub mod routing;
+pub mod rrl;
 pub mod wire;
 
 use std::io::{IoSlice, IoSliceMut};
@@ -55,6 +57,7 @@ use tracing::{debug, error, info};
 pub use handler::RegistryHandler;
 pub use metrics::DnsMetrics;
 pub use resolve::{Resolution, Resolver, Scope};
+pub use rrl::{ResponseRateLimit, RrlConfig};
 use wire::FastPath;
 
 use crate::registry::Registry;
@@ -184,11 +187,13 @@ pub fn name_server_addrs(addr: SocketAddr) -> Vec<IpAddr> {
     }
 }
 
-/// Serves DNS on `listeners` from `registry` until `shutdown` resolves.
+/// Serves DNS on `listeners` from `registry` until `shutdown` resolves;
+/// UDP answers are rate-limited per client network by `rrl` when given.
 pub async fn serve(
     listeners: Vec<DnsListener>,
     registry: Arc<Registry>,
     metrics: DnsMetrics,
+    rrl: Option<Arc<ResponseRateLimit>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -201,10 +206,10 @@ pub async fn serve(
         let mut server = Server::new(handler.clone());
         server.register_listener(listener.tcp, TCP_IDLE_TIMEOUT, 32);
         for (i, socket) in listener.udp.into_iter().enumerate() {
-            let (handler, stop) = (handler.clone(), stop.clone());
+            let (handler, stop, rrl) = (handler.clone(), stop.clone(), rrl.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{}-{i}", addr.port()))
-                .spawn(move || udp_loop(socket, handler, stop))
+                .spawn(move || udp_loop(socket, handler, rrl, stop))
                 .map_err(|e| Error::Worker(e.to_string()))?;
             threads.push(thread);
         }
@@ -237,8 +242,14 @@ pub async fn serve(
 /// Receives datagrams on one socket in batches (`recvmmsg`) and answers
 /// them, until `stop`. Plain queries are answered by the fast path under one
 /// read lock of the registry per batch; every other packet goes through
-/// hickory and the handler.
-fn udp_loop(socket: UdpSocket, handler: RegistryHandler, stop: Arc<AtomicBool>) {
+/// hickory and the handler. Over `rrl`'s rate, a client network's
+/// queries are dropped or answered truncated, before any resolution.
+fn udp_loop(
+    socket: UdpSocket,
+    handler: RegistryHandler,
+    rrl: Option<Arc<ResponseRateLimit>>,
+    stop: Arc<AtomicBool>,
+) {
     let socket = Arc::new(socket);
     let mut bufs: Box<[[u8; UDP_RECV_BUFFER]; UDP_BATCH]> = vec![[0u8; UDP_RECV_BUFFER]; UDP_BATCH]
         .into_boxed_slice()
@@ -279,6 +290,14 @@ fn udp_loop(socket: UdpSocket, handler: RegistryHandler, stop: Arc<AtomicBool>) 
                     // (no reflection loops).
                     handler.metrics().malformed(Protocol::Udp);
                     continue;
+                }
+                match rrl.as_ref().map(|r| r.check(src.ip())) {
+                    None | Some(rrl::Verdict::Answer) => {}
+                    Some(rrl::Verdict::Drop) => continue,
+                    Some(rrl::Verdict::Slip) => {
+                        reply[i] = rrl::truncate_in_place(&mut bufs[i], len).unwrap_or(0);
+                        continue;
+                    }
                 }
                 // A bug answering one packet must not take the thread down:
                 // the panic is reported (by the panic hook) and the loop

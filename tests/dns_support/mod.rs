@@ -333,6 +333,11 @@ pub struct Waymark {
 
 impl Waymark {
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`Waymark::start`] with more `waymark serve` flags.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let public_dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_port = free_port();
@@ -345,6 +350,7 @@ impl Waymark {
             .args(["--dns-public-addr", &public_dns.to_string()])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--log", "warn"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
