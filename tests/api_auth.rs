@@ -415,10 +415,9 @@ fn with_key(mut cmd: Command, home: &Path, key: (&str, &str)) -> Command {
 }
 
 fn output(mut cmd: Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| {
+    cmd.output().unwrap_or_else(|e| {
         panic!("cannot run {cmd:?}: {e} (scripts/test.sh installs the AWS CLI and boto3)")
-    });
-    out
+    })
 }
 
 /// boto3 registers `instance` in `service`; prints `OK` or the error code.

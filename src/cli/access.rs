@@ -101,7 +101,11 @@ impl AuthArgs {
 
     /// Starts reloading `authority`'s files every `--auth-reload-seconds`,
     /// counting reloads in `prom`.
-    pub fn watch(&self, authority: &Arc<Authority>, prom: &prometheus::Registry) -> Result<(), Error> {
+    pub fn watch(
+        &self,
+        authority: &Arc<Authority>,
+        prom: &prometheus::Registry,
+    ) -> Result<(), Error> {
         authority
             .spawn_reloader(self.auth_reload_seconds, prom)
             .map_err(|e| Error::Access(e.to_string()))
