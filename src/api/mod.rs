@@ -6,6 +6,7 @@
 mod access;
 pub mod discover;
 mod handlers;
+pub mod listener;
 
 pub use access::{Access, Identity};
 pub use handlers::OPERATIONS;
@@ -20,6 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use axum::serve::ListenerExt;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 use tokio::net::TcpListener;
 
@@ -51,6 +53,9 @@ pub enum Error {
     /// Metrics could not be registered.
     #[error("API metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The listener (TLS, connection limit) could not start.
+    #[error(transparent)]
+    Listener(#[from] listener::Error),
 }
 
 /// An error response: Cloud Map's `__type`, a message, the HTTP status and
@@ -195,19 +200,30 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|source| Error::Bind { addr, source })
 }
 
-/// Serves the Cloud Map API until `shutdown` resolves.
+/// Serves the Cloud Map API on `listener` (plain or TLS, at most
+/// `settings.max_connections` at once) until `shutdown` resolves. Handlers
+/// see the caller's address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
+    settings: listener::Settings,
     registry: Arc<Registry>,
     access: Access,
     prom: prometheus::Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let app = router(registry, access, &prom)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::Serve)
+    // axum provides `ConnectInfo<SocketAddr>` for any listener behind
+    // `tap_io` but cannot for ours directly (the orphan rule keeps us from
+    // implementing its `Connected` for `SocketAddr`), so the listener goes
+    // through a tap, which is a no-op.
+    let listener = listener::ApiListener::new(listener, settings, &prom)?.tap_io(|_| {});
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(Error::Serve)
 }
 
 /// The API's HTTP routes, for embedding and for tests.
