@@ -160,6 +160,7 @@ resyncSeconds: 60
 leaderElection: {{enabled: false}}
 aws: {{region: eu-west-1, accountId: "123456789012"}}
 auth: {{mode: sigv4, credentials: {{secretName: wm-api-keys, key: keys.yaml}}, reloadSeconds: 2}}
+tls: {{secretName: wm-api-tls}}
 persistence: {{enabled: false, emptyDirSizeLimit: 2Gi}}
 service:
   api: {{type: NodePort, annotations: {{example.com/a: b}}}}
@@ -337,6 +338,8 @@ fn values_schema_refuses_more_than_one_replica_and_unknown_or_bad_values() {
             "/auth/credentials/secretName",
         ),
         ("auth.reloadSeconds=0", "/auth/reloadSeconds"),
+        ("tls.secretName=Bad_Name", "/tls/secretName"),
+        ("tls.secret=x", "additional properties 'secret' not allowed"),
     ] {
         let out = helm.run(&["template", "x", CHART, "--set", set]);
         assert!(!out.status.success(), "--set {set} was accepted");
@@ -648,6 +651,8 @@ fn every_rendered_flag_is_a_flag_of_waymark_run() {
         "--auth-policies",
         "--auth-reload-seconds",
         "--allow-unauthenticated-remote",
+        "--tls-cert",
+        "--tls-key",
     ] {
         assert!(seen.contains(flag), "{flag} never rendered");
     }
@@ -661,6 +666,8 @@ fn every_rendered_flag_is_a_flag_of_waymark_run() {
         "--auth=sigv4",
         "--auth-credentials=/etc/waymark/auth/keys.yaml",
         "--auth-reload-seconds=2",
+        "--tls-cert=/etc/waymark/api-tls/tls.crt",
+        "--tls-key=/etc/waymark/api-tls/tls.key",
     ] {
         assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
     }
@@ -684,6 +691,19 @@ fn every_option_renders_objects_the_api_server_accepts() {
     let deploy = find(&docs, "Deployment", "wm-opts");
     let pod = &deploy["spec"]["template"]["spec"];
     assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "2Gi");
+    // The API's certificate Secret, mounted whole (never subPath) so renewals arrive.
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(
+        volumes.contains(&json!({"name": "api-tls", "secret": {"secretName": "wm-api-tls", "defaultMode": 0o440}})),
+        "{volumes:?}"
+    );
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts.contains(
+            &json!({"name": "api-tls", "mountPath": "/etc/waymark/api-tls", "readOnly": true})
+        ),
+        "{mounts:?}"
+    );
     assert_eq!(pod["serviceAccountName"], "waymark-opts");
     assert_eq!(
         pod["containers"][0]["image"],

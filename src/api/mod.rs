@@ -8,6 +8,7 @@ pub mod audit;
 pub mod discover;
 mod handlers;
 pub mod limits;
+pub mod listener;
 
 pub use access::{Access, Identity};
 pub use audit::{AuditConfig, AuditLog, AuditWriter, Sink};
@@ -25,6 +26,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use axum::serve::ListenerExt;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 use tokio::net::TcpListener;
 
@@ -56,6 +58,9 @@ pub enum Error {
     /// Metrics could not be registered.
     #[error("API metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The listener (TLS, connection limit) could not start.
+    #[error(transparent)]
+    Listener(#[from] listener::Error),
 }
 
 /// An error response: Cloud Map's `__type`, a message, the HTTP status and
@@ -223,9 +228,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|source| Error::Bind { addr, source })
 }
 
-/// Serves the Cloud Map API until `shutdown` resolves.
+/// Serves the Cloud Map API on `listener` (plain or TLS, at most
+/// `settings.max_connections` at once) until `shutdown` resolves. Handlers
+/// see the caller's address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
+    settings: listener::Settings,
     registry: Arc<Registry>,
     guards: Guards,
     prom: prometheus::Registry,
@@ -234,6 +242,11 @@ pub async fn serve(
     let app = router(registry, guards, &prom)?;
     // The peer's address reaches the handler: the audit log records it and
     // unauthenticated callers are rate-limited by it.
+    // axum provides `ConnectInfo<SocketAddr>` for any listener behind
+    // `tap_io` but cannot for ours directly (the orphan rule keeps us from
+    // implementing its `Connected` for `SocketAddr`), so the listener goes
+    // through a tap, which is a no-op.
+    let listener = listener::ApiListener::new(listener, settings, &prom)?.tap_io(|_| {});
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -13,10 +13,12 @@ use tracing::info;
 mod access;
 mod guards;
 mod store;
+mod tls;
 
 pub use self::access::{AuthArgs, AuthMode};
 pub use self::guards::{AuditArgs, DnsLimitArgs, LimitArgs};
 pub use self::store::{CopyArgs, EtcdArgs, StoreArgs, StoreCommand, StoreKind, copy};
+pub use self::tls::ListenerArgs;
 use crate::api;
 use crate::controller;
 use crate::dns::{self, DnsListener, DnsMetrics, Scope};
@@ -61,6 +63,12 @@ pub enum Error {
     /// A request or response rate limit cannot be set up.
     #[error("rate limits: {0}")]
     Limits(String),
+    /// The API's TLS certificate or key is unusable, or its metrics failed.
+    #[error(transparent)]
+    Tls(#[from] api::listener::Error),
+    /// Only one of --tls-cert and --tls-key was given.
+    #[error("--tls-cert and --tls-key go together")]
+    TlsFlags,
     /// A background task panicked.
     #[error("a server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -152,7 +160,7 @@ pub struct ServeArgs {
     /// Where the registry lives.
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Address of the Cloud Map API (AWS JSON 1.1 over HTTP; point SDKs' endpoint URL here).
+    /// Address of the Cloud Map API (AWS JSON 1.1 over HTTP, or HTTPS with --tls-cert; point SDKs' endpoint URL here).
     #[arg(long, env = "WAYMARK_API_ADDR", default_value = "127.0.0.1:8080")]
     pub api_addr: SocketAddr,
     /// Address of the DNS server (UDP and TCP): authoritative for every DNS namespace, private and public.
@@ -185,6 +193,9 @@ pub struct ServeArgs {
     /// Response rate limits of DNS.
     #[command(flatten)]
     pub dns_limits: DnsLimitArgs,
+    /// TLS and the connection limit of the Cloud Map API.
+    #[command(flatten)]
+    pub listener: ListenerArgs,
 }
 
 /// Flags of the active health checks.
@@ -353,10 +364,17 @@ async fn run_registry(
         audit,
         limits,
         dns_limits,
+        listener,
     } = args;
-    // Access settings first: an unsafe or broken one stops start-up before
-    // anything is bound or opened.
+    // Access and TLS settings first: an unsafe or broken one stops start-up
+    // before anything is bound or opened.
     let (access, authority) = auth.access(api_addr, &region)?;
+    let listener = listener.settings()?;
+    let scheme = if listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let signal = shutdown_signal().await?;
     let metrics_listener = Telemetry::bind(metrics_addr).await?;
     let api_listener = api::bind(api_addr).await?;
@@ -424,14 +442,16 @@ async fn run_registry(
             .serve(metrics_listener, stopped(stop_rx.clone())),
     );
     info!(%metrics_addr, "metrics server listening");
+    let max_connections = listener.max_connections;
     let mut api = tokio::spawn(api::serve(
         api_listener,
+        listener,
         registry.clone(),
         guards,
         telemetry.prometheus().clone(),
         stopped(stop_rx.clone()),
     ));
-    info!(%api_addr, "Cloud Map API listening");
+    info!(%api_addr, scheme, max_connections, "Cloud Map API listening");
     let dns_metrics = DnsMetrics::register(telemetry.prometheus())?;
     let rrl = dns_limits.limiter(telemetry.prometheus())?;
     let dns = tokio::spawn(dns::serve(
@@ -570,6 +590,38 @@ mod tests {
             ["--probe-concurrency", "0"],
         ] {
             assert!(serve(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tls_flags_go_together_and_the_connection_limit_has_bounds() {
+        let a = serve(&[]).unwrap();
+        assert_eq!(a.listener.tls_cert, None);
+        assert_eq!(a.listener.max_connections, 4096);
+        assert_eq!(a.listener.tls_reload_seconds, Duration::from_secs(5));
+        assert!(a.listener.settings().unwrap().tls.is_none());
+        let a = serve(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-reload-seconds",
+            "0.25",
+            "--max-connections",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(a.listener.tls_reload_seconds, Duration::from_millis(250));
+        assert_eq!(a.listener.max_connections, 2);
+        // Missing files are only found when loading.
+        let err = a.listener.settings().unwrap_err().to_string();
+        assert!(err.contains("c.pem"), "{err}");
+        for bad in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"],
+            &["--max-connections", "0"],
+        ] {
+            assert!(serve(bad).is_err(), "{bad:?}");
         }
     }
 }

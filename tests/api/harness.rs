@@ -48,16 +48,57 @@ impl SdkClient for Server {
                 tls::rustls_provider::CryptoMode::AwsLc,
             ))
             .build_with_resolver(Loopback);
-        let config = aws_sdk_servicediscovery::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(access_key_id, secret, None, None, "test"))
-            .endpoint_url(format!("http://waymark.test:{}", self.api_port))
-            .http_client(http)
-            .retry_config(retry)
-            .build();
-        Client::from_conf(config)
+        sdk(
+            http,
+            format!("http://waymark.test:{}", self.api_port),
+            access_key_id,
+            secret,
+            retry,
+        )
     }
+}
+
+/// An unmodified AWS SDK client for a server serving TLS
+/// (`https://waymark.test:<api port>`), trusting only the CA certificates in
+/// `ca_pem`.
+pub fn https_client(server: &Server, ca_pem: &str) -> Client {
+    let trust = tls::TrustStore::empty().with_pem_certificate(ca_pem.as_bytes());
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(
+            tls::TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .unwrap(),
+        )
+        .build_with_resolver(Loopback);
+    sdk(
+        http,
+        format!("https://waymark.test:{}", server.api_port),
+        "AKIDEXAMPLE",
+        "secret",
+        RetryConfig::standard(),
+    )
+}
+
+fn sdk(
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+    endpoint: String,
+    access_key_id: &str,
+    secret: &str,
+    retry: RetryConfig,
+) -> Client {
+    let config = aws_sdk_servicediscovery::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(access_key_id, secret, None, None, "test"))
+        .endpoint_url(endpoint)
+        .http_client(http)
+        .retry_config(retry)
+        .build();
+    Client::from_conf(config)
 }
 
 /// Fetches an operation and checks it completed with SUCCESS.
