@@ -54,10 +54,15 @@ impl Pattern {
     }
 
     fn matches(&self, value: &str) -> bool {
-        if self.wild {
-            glob(self.text.as_bytes(), value.as_bytes())
-        } else {
-            self.text == value
+        if !self.wild {
+            return self.text == value;
+        }
+        // The common shapes without the general matcher: `*` (everything)
+        // and `prefix*` (a family of names, `servicediscovery:Get*`).
+        match self.text.strip_suffix('*') {
+            Some("") => true,
+            Some(prefix) if !prefix.contains(['*', '?']) => value.starts_with(prefix),
+            _ => glob(self.text.as_bytes(), value.as_bytes()),
         }
     }
 }
@@ -182,12 +187,15 @@ struct Condition {
     if_exists: bool,
     /// Lower-case: condition keys are case-insensitive.
     key: String,
+    /// Where the set keeps this key's value during one decision (each
+    /// distinct key is looked up in the request once, not per statement).
+    slot: usize,
     values: Vec<Pattern>,
 }
 
 impl Condition {
-    fn holds(&self, context: &Context) -> bool {
-        let present = context.get(&self.key);
+    /// Whether the condition holds for the request's values of its key.
+    fn holds(&self, present: Option<&Vec<String>>) -> bool {
         if self.op == Op::Null {
             let absent = present.is_none_or(|v| v.is_empty());
             return self.values.iter().any(|v| {
@@ -260,6 +268,8 @@ pub struct PolicySet {
     by_action: HashMap<String, Vec<usize>>,
     /// Statements with wildcard actions or `NotAction`.
     general: Vec<usize>,
+    /// The distinct condition keys (each condition's `slot` indexes this).
+    keys: Vec<String>,
 }
 
 impl PolicySet {
@@ -274,8 +284,17 @@ impl PolicySet {
         Ok(set)
     }
 
-    fn add(&mut self, st: Statement) {
+    fn add(&mut self, mut st: Statement) {
         let i = self.statements.len();
+        for c in &mut st.conditions {
+            c.slot = match self.keys.iter().position(|k| *k == c.key) {
+                Some(slot) => slot,
+                None => {
+                    self.keys.push(c.key.clone());
+                    self.keys.len() - 1
+                }
+            };
+        }
         let exact = !st.actions.negated && st.actions.patterns.iter().all(|p| !p.wild);
         if exact {
             for p in &st.actions.patterns {
@@ -310,26 +329,25 @@ impl PolicySet {
             .flatten()
             .chain(&self.general);
         let mut allowed = vec![false; request.resources.len()];
+        let values: Vec<Option<&Vec<String>>> =
+            self.keys.iter().map(|k| request.context.get(k)).collect();
         for &i in candidates {
             let st = &self.statements[i];
             if !st.actions.matches(&action) {
                 continue;
             }
-            let mut applies = request
-                .resources
-                .iter()
-                .map(|r| st.resources.matches(r))
-                .collect::<Vec<_>>();
-            if !applies.iter().any(|&a| a)
-                || !st.conditions.iter().all(|c| c.holds(request.context))
+            // No allocation per statement: with 1,000 statements this loop
+            // is the whole cost of a decision.
+            if !request.resources.iter().any(|r| st.resources.matches(r))
+                || !st.conditions.iter().all(|c| c.holds(values[c.slot]))
             {
                 continue;
             }
             if !st.allow {
                 return Decision::ExplicitDeny(st.sid.clone());
             }
-            for (a, now) in allowed.iter_mut().zip(applies.drain(..)) {
-                *a |= now;
+            for (a, r) in allowed.iter_mut().zip(request.resources) {
+                *a = *a || st.resources.matches(r);
             }
         }
         if !allowed.is_empty() && allowed.iter().all(|&a| a) {
@@ -540,6 +558,7 @@ fn parse_conditions(at: &str, c: &Value) -> Result<Vec<Condition>, PolicyError> 
                 qualifier,
                 if_exists,
                 key: key.to_ascii_lowercase(),
+                slot: 0,
                 values: values.iter().map(|v| Pattern::new(v, fold)).collect(),
             });
         }

@@ -38,6 +38,20 @@ fn wildcards() {
         ("a*b*c", "axxbyy", false),
     ] {
         assert_eq!(glob(p.as_bytes(), v.as_bytes()), want, "{p} {v}");
+        // The compiled pattern (with its shortcuts for `*` and `prefix*`)
+        // agrees with the general matcher.
+        assert_eq!(Pattern::new(p, false).matches(v), want, "{p} {v}");
+    }
+    for (p, v, want) in [
+        ("servicediscovery:Get*", "servicediscovery:Get", true),
+        ("servicediscovery:Get*", "servicediscovery:ge", false),
+        ("ab?*", "ab", false),
+        ("ab?*", "abc", true),
+        ("a**", "a", true),
+        ("a*b*", "ab", true),
+    ] {
+        assert_eq!(Pattern::new(p, false).matches(v), want, "{p} {v}");
+        assert_eq!(glob(p.as_bytes(), v.as_bytes()), want, "{p} {v}");
     }
 }
 
