@@ -159,7 +159,7 @@ clusterId: prod-eu-1
 resyncSeconds: 60
 leaderElection: {{enabled: false}}
 aws: {{region: eu-west-1, accountId: "123456789012"}}
-auth: {{mode: sigv4, credentials: {{secretName: wm-api-keys, key: keys.yaml}}, reloadSeconds: 2}}
+auth: {{mode: sigv4, credentials: {{secretName: wm-api-keys, key: keys.yaml}}, reloadSeconds: 2, controllerPrincipal: waymark-controller}}
 tls: {{secretName: wm-api-tls}}
 persistence: {{enabled: false, emptyDirSizeLimit: 2Gi}}
 service:

@@ -151,23 +151,9 @@ pub fn context(registry: &Registry, operation: &str, body: &[u8]) -> auth::Reque
 
 /// `AccessDeniedException` worded as AWS words it.
 fn denied(caller: &Identity, asked: &auth::RequestContext, decision: &Decision) -> ApiError {
-    let resource = asked.resources.join(", ");
-    let why = match decision {
-        Decision::ExplicitDeny(Some(sid)) => {
-            format!("with an explicit deny in an identity-based policy (statement {sid:?})")
-        }
-        Decision::ExplicitDeny(None) => "with an explicit deny in an identity-based policy".into(),
-        _ => format!(
-            "because no identity-based policy allows the {} action",
-            asked.action
-        ),
-    };
     ApiError::new(
         "AccessDeniedException",
-        format!(
-            "User: {} is not authorized to perform: {} on resource: {resource} {why}",
-            caller.arn, asked.action
-        ),
+        auth::denial_message(&caller.arn, asked, decision),
     )
 }
 

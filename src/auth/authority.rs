@@ -84,6 +84,9 @@ struct PoliciesFile {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PrincipalSpec {
     name: String,
+    /// None: a principal that acts only inside Waymark (the controller's
+    /// identity, `--controller-principal`); it cannot sign requests.
+    #[serde(default)]
     access_keys: Vec<KeySpec>,
     #[serde(default)]
     policies: Vec<String>,
@@ -111,6 +114,7 @@ pub struct Principal {
 #[derive(Debug, Default)]
 pub struct AuthConfig {
     keys: HashMap<String, (String, Arc<Principal>)>,
+    by_name: HashMap<String, Arc<Principal>>,
 }
 
 impl AuthConfig {
@@ -147,6 +151,7 @@ impl AuthConfig {
             message,
         };
         let mut keys = HashMap::new();
+        let mut by_name = HashMap::new();
         let mut names = HashSet::new();
         for p in creds.principals {
             if p.name.trim().is_empty() {
@@ -154,9 +159,6 @@ impl AuthConfig {
             }
             if !names.insert(p.name.clone()) {
                 return Err(bad(format!("principal {:?} is listed twice", p.name)));
-            }
-            if p.access_keys.is_empty() {
-                return Err(bad(format!("principal {:?} has no access keys", p.name)));
             }
             let mut docs = Vec::new();
             for name in &p.policies {
@@ -186,6 +188,7 @@ impl AuthConfig {
                 name: p.name.clone(),
                 policies,
             });
+            by_name.insert(p.name.clone(), Arc::clone(&principal));
             for k in p.access_keys {
                 if k.access_key_id.len() < 16
                     || !k.access_key_id.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -215,7 +218,12 @@ impl AuthConfig {
                 }
             }
         }
-        Ok(Self { keys })
+        Ok(Self { keys, by_name })
+    }
+
+    /// The principal of that name.
+    pub fn principal_named(&self, name: &str) -> Option<Arc<Principal>> {
+        self.by_name.get(name).map(Arc::clone)
     }
 
     /// The secret of an access key.
@@ -248,6 +256,8 @@ pub struct Authority {
     credentials: PathBuf,
     policies: Option<PathBuf>,
     current: RwLock<(Arc<AuthConfig>, [u8; 32])>,
+    /// Bumped on every configuration swap (the controller re-plans then).
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -265,6 +275,7 @@ impl Authority {
             credentials: credentials.to_path_buf(),
             policies: policies.map(Path::to_path_buf),
             current: RwLock::new((Arc::new(config), digest)),
+            version: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -312,7 +323,13 @@ impl Authority {
             self.policies.as_deref().zip(pols.as_deref()),
         )?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = (Arc::new(config), digest);
+        self.version.send_modify(|v| *v += 1);
         Ok(true)
+    }
+
+    /// Notified whenever a new configuration takes effect.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// Reloads every `interval` until the process ends, counting outcomes in

@@ -99,11 +99,6 @@ fn bad_files_are_refused_with_what_is_wrong() {
         ("principals: [", None, "creds.yaml"),
         ("users: []", None, "unknown field `users`"),
         (
-            &one("    accessKeys: []\n") as &str,
-            None,
-            "has no access keys",
-        ),
-        (
             &one(
                 "    accessKeys:\n      - {accessKeyId: short, secretAccessKey: long-enough-secret}\n",
             ),

@@ -7,11 +7,13 @@
 //! does no I/O, so the HTTP layer (src/api) decides where requests, clocks and
 //! credentials come from.
 
+pub mod acting;
 pub mod actions;
 pub mod authority;
 pub mod policy;
 pub mod sigv4;
 
+pub use acting::{ActingPrincipal, denial_message};
 pub use actions::{RequestContext, request_context};
 pub use authority::{AuthConfig, Authority, ConfigError, Principal as Caller};
 pub use policy::{Decision, PolicyError, PolicySet, Request};

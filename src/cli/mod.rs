@@ -20,6 +20,7 @@ pub use self::guards::{AuditArgs, DnsLimitArgs, LimitArgs};
 pub use self::store::{CopyArgs, EtcdArgs, StoreArgs, StoreCommand, StoreKind, copy};
 pub use self::tls::ListenerArgs;
 use crate::api;
+use crate::auth::ActingPrincipal;
 use crate::controller;
 use crate::dns::{self, DnsListener, DnsMetrics, Scope};
 use crate::health::{self, ProberConfig};
@@ -152,6 +153,11 @@ pub struct RunArgs {
     /// Seconds a leader's Lease stays valid without renewal (a standby takes over after that).
     #[arg(long, env = "WAYMARK_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
     pub lease_duration_seconds: u64,
+    /// The controller's identity: a principal of --auth-credentials whose policies decide every
+    /// registry write the controller makes, as they would decide the same Cloud Map API call
+    /// (default: the controller is not restricted).
+    #[arg(long, env = "WAYMARK_CONTROLLER_PRINCIPAL")]
+    pub controller_principal: Option<String>,
 }
 
 /// Flags of `waymark serve`.
@@ -277,6 +283,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         lease_name,
         lease_namespace,
         lease_duration_seconds,
+        controller_principal,
     } = args;
     let client = match kubeconfig {
         Some(path) => {
@@ -313,8 +320,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             }),
             duration: std::time::Duration::from_secs(lease_duration_seconds),
         }),
+        // Set once the credentials are loaded (run_registry).
+        acting: None,
     };
-    run_registry(serve, Some((client, config))).await
+    run_registry(serve, Some((client, config, controller_principal))).await
 }
 
 /// Starts the active health checks of `registry` with the `--probe-*` flags:
@@ -349,7 +358,7 @@ pub fn spawn_prober(
 /// Runs the registry and its servers, and the controller when given a client.
 async fn run_registry(
     args: ServeArgs,
-    controller: Option<(kube::Client, controller::Config)>,
+    controller: Option<(kube::Client, controller::Config, Option<String>)>,
 ) -> Result<(), Error> {
     let ServeArgs {
         store,
@@ -369,6 +378,28 @@ async fn run_registry(
     // Access and TLS settings first: an unsafe or broken one stops start-up
     // before anything is bound or opened.
     let (access, authority) = auth.access(api_addr, &region)?;
+    // The controller's principal, checked now like the rest of access.
+    let controller = match controller {
+        Some((client, mut config, principal)) => {
+            if let Some(name) = principal {
+                let Some(authority) = &authority else {
+                    return Err(Error::Access(
+                        "--controller-principal needs --auth sigv4 (--auth-credentials)".into(),
+                    ));
+                };
+                let acting = ActingPrincipal::new(authority.clone(), &name, &account_id)
+                .ok_or_else(|| {
+                    Error::Access(format!(
+                        "--controller-principal {name:?} is not a principal of the credentials file"
+                    ))
+                })?;
+                info!(principal = %name, "the controller's writes are decided by its principal's policies");
+                config.acting = Some(acting);
+            }
+            Some((client, config))
+        }
+        None => None,
+    };
     let listener = listener.settings()?;
     let scheme = if listener.tls.is_some() {
         "https"

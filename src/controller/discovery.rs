@@ -16,7 +16,8 @@ use super::desired::{self, DesiredService, Plan, owner_object};
 use super::status::SdOutcome;
 use crate::crd::{InstanceCounts, ServiceDiscovery};
 use crate::registry::model::{HealthCheckCustomConfig, HealthStatus, NamespaceType, Owner};
-use crate::registry::{self, CreateService, UpdateService};
+use crate::registry::{self, CreateService, DesiredInstance, UpdateService};
+use serde_json::json;
 
 /// What the last full reconcile of a ServiceDiscovery found, so pod changes
 /// can be applied one pod at a time without planning every pod again.
@@ -177,6 +178,17 @@ impl Controller {
             done.push((key, gates));
         }
         let mut failed = BTreeSet::new();
+        // Services the controller's principal may not change leave the
+        // batch; the full pass reports the denial on the ServiceDiscovery.
+        batch.retain(|p| {
+            match self.instance_writes_permitted(&p.service_id, &p.upserts, &p.removals) {
+                Ok(()) => true,
+                Err(_) => {
+                    failed.insert(p.service_id.clone());
+                    false
+                }
+            }
+        });
         if !batch.is_empty() {
             let ids: Vec<String> = batch.iter().map(|p| p.service_id.clone()).collect();
             match self.registry.sync_partial(batch) {
@@ -292,6 +304,9 @@ impl Controller {
                 let ttl_differs = svc.dns_config.as_ref().map(|d| &d.records)
                     != want.dns_config.as_ref().map(|d| &d.records);
                 if hc_differs || ttl_differs || svc.description != want.description {
+                    if let Err(denied) = self.permitted("UpdateService", json!({"Id": svc.id})) {
+                        return SdOutcome::failed("AccessDenied", denied);
+                    }
                     let update = UpdateService {
                         description: want.description.clone(),
                         dns_records: want.dns_config.as_ref().map(|d| d.records.clone()),
@@ -304,6 +319,12 @@ impl Controller {
                 svc.id
             }
             existing => {
+                if let Err(denied) = self.permitted(
+                    "CreateService",
+                    json!({"Name": want.name, "NamespaceId": ns_id}),
+                ) {
+                    return SdOutcome::failed("AccessDenied", denied);
+                }
                 if let Some(old) = existing {
                     // Record types, routing and custom health are immutable in
                     // Cloud Map: replace the service.
@@ -346,6 +367,9 @@ impl Controller {
                 .is_some_and(|e| self.owned_elsewhere(&e.service.owner))
         {
             self.leave_service(previous, object);
+        }
+        if let Err(denied) = self.sync_permitted(&service_id, &plan.instances, &owner) {
+            return SdOutcome::failed("AccessDenied", denied);
         }
         let result = match self
             .registry
@@ -541,8 +565,67 @@ impl Controller {
         }
     }
 
+    /// Whether the controller's principal may register `upserts` in the
+    /// service and deregister `removals` from it (the Cloud Map calls
+    /// `RegisterInstance` and `DeregisterInstance` on the service).
+    fn instance_writes_permitted(
+        &self,
+        service_id: &str,
+        upserts: &[DesiredInstance],
+        removals: &[String],
+    ) -> Result<(), String> {
+        if let Some(first) = upserts.first() {
+            self.permitted(
+                "RegisterInstance",
+                json!({"ServiceId": service_id, "InstanceId": first.id}),
+            )?;
+        }
+        if let Some(first) = removals.first() {
+            self.permitted(
+                "DeregisterInstance",
+                json!({"ServiceId": service_id, "InstanceId": first}),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether the controller's principal may sync the service's instances
+    /// of `owner` to `instances`: register those, deregister the others.
+    fn sync_permitted(
+        &self,
+        service_id: &str,
+        instances: &[DesiredInstance],
+        owner: &registry::model::Owner,
+    ) -> Result<(), String> {
+        if self.acting.is_none() {
+            return Ok(());
+        }
+        let stale: Vec<String> = {
+            let index = self.registry.read();
+            index
+                .service(service_id)
+                .map(|e| {
+                    e.instances
+                        .values()
+                        .filter(|i| *i.owner == *owner && !instances.iter().any(|d| d.id == i.id))
+                        .take(1)
+                        .map(|i| i.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        self.instance_writes_permitted(service_id, instances, &stale)
+    }
+
     fn remove_service(&self, id: &str, object: &str) {
         let owner = self.owner(object.to_string());
+        let allowed = self
+            .sync_permitted(id, &[], &owner)
+            .and_then(|()| self.permitted("DeleteService", json!({"Id": id})));
+        if let Err(denied) = allowed {
+            warn!(service = %id, "cannot remove service: {denied}");
+            return;
+        }
         if let Err(e) = self
             .registry
             .sync_instances(id, Vec::new(), &owner)
@@ -557,6 +640,10 @@ impl Controller {
     /// Deregisters this cluster's instances from another cluster's service.
     fn leave_service(&self, id: &str, object: &str) {
         let owner = self.owner(object.to_string());
+        if let Err(denied) = self.sync_permitted(id, &[], &owner) {
+            warn!(service = %id, "cannot deregister this cluster's instances: {denied}");
+            return;
+        }
         if let Err(e) = self.registry.sync_instances(id, Vec::new(), &owner) {
             warn!(service = %id, error = %e, "cannot deregister this cluster's instances");
         }

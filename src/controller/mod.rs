@@ -102,6 +102,10 @@ pub struct Config {
     pub selector: Option<String>,
     /// Leader election; `None` makes this replica always the writer.
     pub lease: Option<lease::LeaseConfig>,
+    /// The controller's own principal (`--controller-principal`): every
+    /// registry write it makes is decided by that principal's policies, as
+    /// the equivalent Cloud Map API call would be. `None`: unrestricted.
+    pub acting: Option<crate::auth::ActingPrincipal>,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
             watch_namespaces: Vec::new(),
             selector: None,
             lease: None,
+            acting: None,
         }
     }
 }
@@ -188,8 +193,10 @@ pub async fn run(
         instance: config.instance.clone(),
     };
     let writer = tokio::spawn(status::writer(client, reporter, leader_rx.clone(), wrx));
+    let mut policy_changes = config.acting.as_ref().map(|a| a.changes());
     let mut ctl = Controller {
         registry,
+        acting: config.acting.clone(),
         cluster_id,
         cluster: Cluster::default(),
         synced,
@@ -281,6 +288,17 @@ pub async fn run(
                     ctl.gc_done = false;
                 }
             }
+            Ok(()) = async {
+                match policy_changes.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // New credentials or policies: what they refused may now be
+                // allowed (and the reverse), so everything is planned again.
+                ctl.dirty_sds.extend(ctl.cluster.discoveries.keys().cloned());
+                ctl.dirty_namespaces.extend(ctl.cluster.namespaces.keys().cloned());
+            }
             _ = resync.tick() => {
                 ctl.dirty_sds.extend(ctl.cluster.discoveries.keys().cloned());
                 ctl.dirty_namespaces.extend(ctl.cluster.namespaces.keys().cloned());
@@ -313,6 +331,8 @@ pub async fn run(
 /// The controller loop's state.
 struct Controller {
     registry: Arc<Registry>,
+    /// Whose policies decide the controller's writes.
+    acting: Option<crate::auth::ActingPrincipal>,
     cluster_id: String,
     cluster: Cluster,
     synced: Synced,
@@ -343,6 +363,16 @@ struct Controller {
 
 impl Controller {
     /// The ownership marker of what this cluster's controller writes for `object`.
+    /// Whether the controller's principal may make the Cloud Map call
+    /// `operation` with `body` (always, without a principal); the denial
+    /// otherwise.
+    fn permitted(&self, operation: &str, body: serde_json::Value) -> Result<(), String> {
+        match &self.acting {
+            Some(acting) => acting.check(&self.registry, operation, &body),
+            None => Ok(()),
+        }
+    }
+
     fn owner(&self, object: String) -> Owner {
         Owner::Controller {
             cluster: self.cluster_id.clone(),

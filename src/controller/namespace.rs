@@ -97,6 +97,30 @@ impl Controller {
             .read()
             .namespace_by_http_name(&registry_name)
             .cloned();
+        let (create_op, update_op) = match kind {
+            NamespaceType::Http => ("CreateHttpNamespace", "UpdateHttpNamespace"),
+            NamespaceType::DnsPrivate => ("CreatePrivateDnsNamespace", "UpdatePrivateDnsNamespace"),
+            NamespaceType::DnsPublic => ("CreatePublicDnsNamespace", "UpdatePublicDnsNamespace"),
+        };
+        let denied = match &existing {
+            None => self
+                .permitted(create_op, serde_json::json!({"Name": registry_name}))
+                .err(),
+            Some(ns)
+                if ns.owner != Owner::Api
+                    && !self.owned_elsewhere(&ns.owner)
+                    && ns.kind == kind
+                    && (ns.description != wns.spec.description || ns.soa_ttl != soa_ttl) =>
+            {
+                self.permitted(update_op, serde_json::json!({"Id": ns.id}))
+                    .err()
+            }
+            Some(_) => None,
+        };
+        if let Some(message) = denied {
+            self.ns_failure(&wns, "AccessDenied", &message);
+            return;
+        }
         let result = match existing {
             None => self
                 .registry
@@ -165,6 +189,7 @@ impl Controller {
         if !ours {
             return Ok(());
         }
+        self.permitted("DeleteNamespace", serde_json::json!({"Id": ns.id}))?;
         match self.registry.delete_namespace(&ns.id, &ns.owner) {
             Ok(_) => {
                 info!(namespace = %registry_name, "registry namespace deleted");

@@ -65,6 +65,8 @@ struct Setup {
     store: Option<String>,
     /// The registry namespace's name; default `<Kubernetes namespace>.test`.
     registry_ns: Option<String>,
+    /// More `waymark run` flags.
+    extra_args: Vec<String>,
 }
 
 impl Setup {
@@ -74,6 +76,7 @@ impl Setup {
             cluster_id: "test-cluster",
             store: None,
             registry_ns: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -155,6 +158,7 @@ spec: {{type: {ns_type}, description: test namespace}}
             .args(["--lease-namespace", &self.ns.name])
             .args(["--lease-duration-seconds", "3"])
             .args(["--log", "warn"])
+            .args(&self.setup.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -1049,4 +1053,137 @@ fn readiness_and_the_active_check_must_both_pass() {
     w.expect("web", &[("web-1", "UNHEALTHY")]);
     code.store(200, Ordering::SeqCst);
     w.expect("web", &[("web-1", "HEALTHY")]);
+}
+
+/// The controller's credentials: everything, except registering in the
+/// `vault` service unless `allow_vault`.
+fn controller_credentials(allow_vault: bool) -> String {
+    let deny = if allow_vault {
+        ""
+    } else {
+        r#"
+          - Sid: NotTheVault
+            Effect: Deny
+            Action: servicediscovery:RegisterInstance
+            Resource: "*"
+            Condition:
+              StringEquals: {"servicediscovery:ServiceName": vault}"#
+    };
+    format!(
+        r#"
+principals:
+  - name: waymark-controller
+    inlinePolicies:
+      - Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Action: "servicediscovery:*"
+            Resource: "*"{deny}
+"#
+    )
+}
+
+#[test]
+fn the_controllers_writes_are_decided_by_its_principals_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials.yaml");
+    std::fs::write(&creds, controller_credentials(false)).unwrap();
+    let w = World::with(
+        "ctl-authz",
+        "Http",
+        Setup {
+            extra_args: vec![
+                "--auth-credentials".into(),
+                creds.display().to_string(),
+                "--auth-reload-seconds".into(),
+                "0.25".into(),
+                "--controller-principal".into(),
+                "waymark-controller".into(),
+            ],
+            ..Setup::embedded()
+        },
+    );
+    w.discovery("web", "  selector: {matchLabels: {app: web}}");
+    w.discovery("vault", "  selector: {matchLabels: {app: vault}}");
+    w.pod("web-1", "app: web");
+    w.pod_status("web-1", &["10.30.0.1"], true);
+    w.pod("vault-1", "app: vault");
+    w.pod_status("vault-1", &["10.30.0.2"], true);
+    let total = |sd: &str| w.sd_status(sd, "{.status.instances.total}");
+    eventually("web registered", || (total("web") == "1").then_some(()));
+    // The Deny names the service: the controller may create it, not fill it.
+    eventually("vault refused", || {
+        (w.condition("sd", "vault", "Synced") == ("False".into(), "AccessDenied".into()))
+            .then_some(())
+    });
+    let message = w.sd_status(
+        "vault",
+        "{.status.conditions[?(@.type==\"Synced\")].message}",
+    );
+    assert!(
+        message.contains("arn:aws:iam::000000000000:user/waymark-controller")
+            && message.contains("servicediscovery:RegisterInstance")
+            && message.contains("\"NotTheVault\""),
+        "{message}"
+    );
+    assert_ne!(total("vault"), "1", "nothing registered in vault");
+    let events = w.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=vault,reason=AccessDenied,type=Warning",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("servicediscovery:RegisterInstance"),
+        "{events}"
+    );
+
+    // The policy is widened: without a restart, the vault fills.
+    std::fs::write(&creds, controller_credentials(true)).unwrap();
+    eventually("vault registered after the reload", || {
+        (total("vault") == "1").then_some(())
+    });
+    assert_eq!(w.condition("sd", "vault", "Synced").0, "True");
+    assert_eq!(total("web"), "1");
+}
+
+#[test]
+fn a_controller_principal_needs_signed_access_and_a_known_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials.yaml");
+    std::fs::write(&creds, controller_credentials(true)).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&cp().kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--api-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&["--controller-principal", "waymark-controller"]);
+    assert!(
+        err.contains("--controller-principal needs --auth sigv4"),
+        "{err}"
+    );
+    let creds = creds.display().to_string();
+    let err = run(&[
+        "--auth-credentials",
+        &creds,
+        "--controller-principal",
+        "nobody",
+    ]);
+    assert!(
+        err.contains("\"nobody\" is not a principal of the credentials file"),
+        "{err}"
+    );
 }

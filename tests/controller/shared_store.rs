@@ -29,6 +29,7 @@ fn on_etcd(prefix: &str, etcd: &Etcd, cluster: &'static str, registry_ns: Option
             cluster_id: cluster,
             store: Some(etcd.url()),
             registry_ns,
+            extra_args: Vec::new(),
         },
     )
 }
