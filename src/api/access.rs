@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use serde_json::Value;
 
 use super::ApiError;
 use crate::auth::{self, Authority, Decision, Payload, SignedRequest, Verifier, VerifierConfig};
@@ -145,8 +144,7 @@ impl Access {
 /// specific error; its context names no resource, so only a policy that
 /// allows the action on every resource lets it through to that error.
 pub fn context(registry: &Registry, operation: &str, body: &[u8]) -> auth::RequestContext {
-    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    auth::request_context(registry, operation, &json)
+    auth::request_context_of(registry, operation, &auth::Names::parse(body))
 }
 
 /// `AccessDeniedException` worded as AWS words it.

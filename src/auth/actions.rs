@@ -17,6 +17,9 @@
 //! exists, because authorization comes before the operation answers
 //! `…NotFound`.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::policy::Context;
@@ -41,11 +44,70 @@ pub struct RequestContext {
     pub context: Context,
 }
 
+/// The members of a Cloud Map request that name what it acts on, borrowed
+/// from the request body. Read with a typed parse, not into a JSON tree:
+/// this runs before every authorized call, DiscoverInstances included.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Names<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    service_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    service_name: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "ResourceARN")]
+    resource_arn: Option<Cow<'a, str>>,
+}
+
+impl<'a> Names<'a> {
+    /// The names in a request body; none when it is not a JSON object of
+    /// the expected shape (its handler then refuses it with a specific
+    /// error, after a decision that could rely on no name).
+    pub fn parse(body: &'a [u8]) -> Self {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// The names in a JSON request.
+    pub fn of(body: &'a Value) -> Self {
+        Names::deserialize(body).unwrap_or_default()
+    }
+
+    fn field(&self, name: &str) -> &str {
+        let value = match name {
+            "Id" => &self.id,
+            "Name" => &self.name,
+            "NamespaceId" => &self.namespace_id,
+            "NamespaceName" => &self.namespace_name,
+            "ServiceId" => &self.service_id,
+            "ServiceName" => &self.service_name,
+            "ResourceARN" => &self.resource_arn,
+            _ => &None,
+        };
+        value.as_deref().unwrap_or("")
+    }
+}
+
 /// The request context of `operation` with JSON `body` on `registry`.
 pub fn request_context(registry: &Registry, operation: &str, body: &Value) -> RequestContext {
+    request_context_of(registry, operation, &Names::of(body))
+}
+
+/// The request context of `operation` naming `names` on `registry`.
+pub fn request_context_of(
+    registry: &Registry,
+    operation: &str,
+    names: &Names<'_>,
+) -> RequestContext {
     let index = registry.read();
     let scope = &registry.config().scope;
-    let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or("");
+    let field = |name: &str| names.field(name);
     let mut context = Context::new();
     let mut put = |key: &str, value: &str| {
         if !value.is_empty() {
@@ -126,4 +188,40 @@ fn service(
         }
     }
     scope.service_arn(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_read_from_the_body_and_other_members_skipped() {
+        let body = br#"{"NamespaceName":"shop.local","ServiceName":"web","QueryParameters":{"env":"prod","x":[1,{"y":null}]},"MaxItems":5,"HealthStatus":"HEALTHY"}"#;
+        let names = Names::parse(body);
+        assert_eq!(names.field("NamespaceName"), "shop.local");
+        assert_eq!(names.field("ServiceName"), "web");
+        assert_eq!(names.field("Id"), "");
+        // Escapes are decoded (an owned copy), as the handler will read them.
+        let names = Names::parse(br#"{"ServiceName":"w\u0065b"}"#);
+        assert_eq!(names.field("ServiceName"), "web");
+        let arn =
+            br#"{"ResourceARN":"arn:aws:servicediscovery:us-east-1:000000000000:service/srv-1"}"#;
+        assert!(
+            Names::parse(arn)
+                .field("ResourceARN")
+                .ends_with("service/srv-1")
+        );
+        // The same from a JSON value (the controller's calls).
+        let v = serde_json::json!({"Id": "ns-1", "Name": "a"});
+        let names = Names::of(&v);
+        assert_eq!((names.field("Id"), names.field("Name")), ("ns-1", "a"));
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_shape_names_nothing() {
+        for body in [&b"not json"[..], b"[1,2]", br#"{"ServiceName": 7}"#, b""] {
+            let names = Names::parse(body);
+            assert_eq!(names.field("ServiceName"), "", "{body:?}");
+        }
+    }
 }

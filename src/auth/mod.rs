@@ -14,7 +14,7 @@ pub mod policy;
 pub mod sigv4;
 
 pub use acting::{ActingPrincipal, denial_message};
-pub use actions::{RequestContext, request_context};
+pub use actions::{Names, RequestContext, request_context, request_context_of};
 pub use authority::{AuthConfig, Authority, ConfigError, Principal as Caller};
 pub use policy::{Decision, PolicyError, PolicySet, Request};
 pub use sigv4::{
