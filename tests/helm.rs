@@ -159,6 +159,8 @@ clusterId: prod-eu-1
 resyncSeconds: 60
 leaderElection: {{enabled: false}}
 aws: {{region: eu-west-1, accountId: "123456789012"}}
+audit: {{enabled: true, reads: true}}
+rateLimit: {{perSecond: 50, burst: 100, dnsPerSecond: 1000}}
 auth: {{mode: sigv4, credentials: {{secretName: wm-api-keys, key: keys.yaml}}, reloadSeconds: 2, controllerPrincipal: waymark-controller}}
 tls: {{secretName: wm-api-tls}}
 persistence: {{enabled: false, emptyDirSizeLimit: 2Gi}}
@@ -338,6 +340,8 @@ fn values_schema_refuses_more_than_one_replica_and_unknown_or_bad_values() {
             "/auth/credentials/secretName",
         ),
         ("auth.reloadSeconds=0", "/auth/reloadSeconds"),
+        ("rateLimit.perSecond=-1", "/rateLimit/perSecond"),
+        ("audit.enabled=yes", "/audit/enabled"),
         ("tls.secretName=Bad_Name", "/tls/secretName"),
         ("tls.secret=x", "additional properties 'secret' not allowed"),
     ] {
