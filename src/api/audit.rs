@@ -25,7 +25,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use prometheus::{IntCounter, IntCounterVec, Opts};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 use tracing::{error, warn};
 
 use super::Identity;
@@ -128,107 +130,215 @@ pub fn read_only(operation: &str) -> bool {
         .any(|p| operation.starts_with(p))
 }
 
-/// The CloudTrail-shaped record of `call`.
-pub fn record(call: &Call<'_>, region: &str, account: &str, event_id: &str) -> Value {
-    let time = jiff::Timestamp::try_from(call.time)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default();
-    let identity = match (call.caller, call.open) {
-        (Some(c), _) => json!({
-            "type": "IAMUser",
-            "principalId": c.access_key_id,
-            "arn": c.arn,
-            "accountId": account,
-            "accessKeyId": c.access_key_id,
-            "userName": c.name,
-        }),
-        (None, true) => json!({"type": "Anonymous"}),
-        // Authentication failed: nobody is proven.
-        (None, false) => json!({"type": "Unknown"}),
-    };
-    let mut out = Map::new();
-    out.insert("eventVersion".into(), "1.09".into());
-    out.insert("eventTime".into(), time.into());
-    out.insert(
-        "eventSource".into(),
-        "servicediscovery.amazonaws.com".into(),
-    );
-    out.insert(
-        "eventName".into(),
-        if call.operation.is_empty() {
-            "Unknown".into()
-        } else {
-            call.operation.into()
-        },
-    );
-    out.insert("awsRegion".into(), region.into());
-    out.insert(
-        "sourceIPAddress".into(),
-        call.source
-            .map(|a| Value::String(a.ip().to_string()))
-            .unwrap_or(Value::Null),
-    );
-    out.insert(
-        "userAgent".into(),
-        call.user_agent.map(Value::from).unwrap_or(Value::Null),
-    );
-    out.insert("userIdentity".into(), identity);
-    let (params, truncated) = parameters(call.body);
-    out.insert("requestParameters".into(), params);
-    // Reads' answers can be large and are not what an audit needs; the
-    // writes' answers are small (an OperationId, the created resource).
-    let response = call
-        .response
-        .filter(|_| !read_only(call.operation))
-        .and_then(|r| serde_json::from_str::<Value>(r).ok())
-        .unwrap_or(Value::Null);
-    out.insert("responseElements".into(), response);
-    if let Some((code, message)) = call.error {
-        out.insert("errorCode".into(), code.into());
-        out.insert("errorMessage".into(), message.into());
-    }
-    out.insert("requestID".into(), call.request_id.into());
-    out.insert("eventID".into(), event_id.into());
-    out.insert("readOnly".into(), read_only(call.operation).into());
-    if let Some(asked) = call.asked {
-        let resources: Vec<Value> = asked
-            .resources
-            .iter()
-            .filter(|r| r.as_str() != "*")
-            .map(|arn| json!({"ARN": arn, "accountId": account, "type": resource_type(arn)}))
-            .collect();
-        if !resources.is_empty() {
-            out.insert("resources".into(), resources.into());
-        }
-    }
-    out.insert("eventType".into(), "AwsApiCall".into());
-    out.insert("managementEvent".into(), true.into());
-    out.insert("recipientAccountId".into(), account.into());
-    let mut extra = json!({
-        "httpStatus": call.status,
-        "durationMs": (call.elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-    });
-    if truncated {
-        extra["requestParametersTruncated"] = true.into();
-        extra["requestBytes"] = call.body.len().into();
-    }
-    out.insert("additionalEventData".into(), extra);
-    Value::Object(out)
+/// A fresh version-4 UUID from the thread's fast generator (request and
+/// event ids; `Uuid::new_v4` asks the OS for randomness on every call).
+pub fn new_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
-/// The request body as recorded: its JSON, or null with `true` when it is
-/// too large (or not JSON) to copy.
-fn parameters(body: &[u8]) -> (Value, bool) {
-    if body.is_empty() {
-        return (Value::Null, false);
+/// `userIdentity`.
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum UserIdentity<'a> {
+    #[serde(rename = "IAMUser", rename_all = "camelCase")]
+    IamUser {
+        principal_id: &'a str,
+        arn: &'a str,
+        account_id: &'a str,
+        access_key_id: &'a str,
+        user_name: &'a str,
+    },
+    Anonymous,
+    Unknown,
+}
+
+/// One entry of `resources`.
+#[derive(Serialize)]
+struct ResourceRef<'a> {
+    #[serde(rename = "ARN")]
+    arn: &'a str,
+    #[serde(rename = "accountId")]
+    account_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// `additionalEventData`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Extra {
+    http_status: u16,
+    duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_parameters_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_bytes: Option<usize>,
+}
+
+/// A JSON document copied into the line: verbatim when it is one line of
+/// valid JSON (no tree is built), re-serialized when it spans lines.
+enum Json<'a> {
+    Raw(&'a RawValue),
+    Tree(Value),
+    Null,
+}
+
+impl Serialize for Json<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Raw(raw) => raw.serialize(s),
+            Json::Tree(v) => v.serialize(s),
+            Json::Null => s.serialize_unit(),
+        }
     }
-    if body.len() > MAX_RECORDED_PARAMETERS {
-        return (Value::Null, true);
+}
+
+impl<'a> Json<'a> {
+    /// `text` as JSON, or `None` when it is not JSON.
+    fn of(text: &'a [u8]) -> Option<Self> {
+        let raw: &RawValue = serde_json::from_slice(text).ok()?;
+        if raw.get().contains(['\n', '\r']) {
+            // One record per line: a pretty-printed body is compacted.
+            return serde_json::from_str(raw.get()).ok().map(Json::Tree);
+        }
+        Some(Json::Raw(raw))
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => (v, false),
-        Err(_) => (Value::Null, true),
+}
+
+/// The CloudTrail event, serialized straight into the line.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    event_version: &'static str,
+    event_time: String,
+    event_source: &'static str,
+    event_name: &'a str,
+    aws_region: &'a str,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: Option<String>,
+    user_agent: Option<&'a str>,
+    user_identity: UserIdentity<'a>,
+    request_parameters: Json<'a>,
+    response_elements: Json<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+    #[serde(rename = "requestID")]
+    request_id: &'a str,
+    #[serde(rename = "eventID")]
+    event_id: &'a str,
+    read_only: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    resources: Vec<ResourceRef<'a>>,
+    event_type: &'static str,
+    management_event: bool,
+    recipient_account_id: &'a str,
+    additional_event_data: Extra,
+}
+
+fn build<'a>(
+    call: &'a Call<'a>,
+    region: &'a str,
+    account: &'a str,
+    event_id: &'a str,
+) -> Record<'a> {
+    let event_time = jiff::Timestamp::try_from(call.time)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
+    let user_identity = match (call.caller, call.open) {
+        (Some(c), _) => UserIdentity::IamUser {
+            principal_id: &c.access_key_id,
+            arn: &c.arn,
+            account_id: account,
+            access_key_id: &c.access_key_id,
+            user_name: &c.name,
+        },
+        (None, true) => UserIdentity::Anonymous,
+        // Authentication failed: nobody is proven.
+        (None, false) => UserIdentity::Unknown,
+    };
+    let (request_parameters, truncated) = if call.body.is_empty() {
+        (Json::Null, false)
+    } else if call.body.len() > MAX_RECORDED_PARAMETERS {
+        (Json::Null, true)
+    } else {
+        match Json::of(call.body) {
+            Some(json) => (json, false),
+            None => (Json::Null, true),
+        }
+    };
+    let read_only = read_only(call.operation);
+    // Reads' answers can be large and are not what an audit needs; the
+    // writes' answers are small (an OperationId, the created resource).
+    let response_elements = call
+        .response
+        .filter(|_| !read_only)
+        .and_then(|r| Json::of(r.as_bytes()))
+        .unwrap_or(Json::Null);
+    let resources = call
+        .asked
+        .map(|asked| {
+            asked
+                .resources
+                .iter()
+                .filter(|r| r.as_str() != "*")
+                .map(|arn| ResourceRef {
+                    arn,
+                    account_id: account,
+                    kind: resource_type(arn),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        event_version: "1.09",
+        event_time,
+        event_source: "servicediscovery.amazonaws.com",
+        event_name: if call.operation.is_empty() {
+            "Unknown"
+        } else {
+            call.operation
+        },
+        aws_region: region,
+        source_ip_address: call.source.map(|a| a.ip().to_string()),
+        user_agent: call.user_agent,
+        user_identity,
+        request_parameters,
+        response_elements,
+        error_code: call.error.map(|(code, _)| code),
+        error_message: call.error.map(|(_, message)| message),
+        request_id: call.request_id,
+        event_id,
+        read_only,
+        resources,
+        event_type: "AwsApiCall",
+        management_event: true,
+        recipient_account_id: account,
+        additional_event_data: Extra {
+            http_status: call.status,
+            duration_ms: (call.elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            request_parameters_truncated: truncated.then_some(true),
+            request_bytes: truncated.then_some(call.body.len()),
+        },
     }
+}
+
+/// The audit line of `call`: one line of JSON and its newline.
+pub fn line(call: &Call<'_>, region: &str, account: &str, event_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 + call.body.len().min(MAX_RECORDED_PARAMETERS));
+    // Borrowed strings and already-validated JSON: writing into a Vec
+    // cannot fail.
+    let _ = serde_json::to_writer(&mut out, &build(call, region, account, event_id));
+    out.push(b'\n');
+    out
+}
+
+/// The CloudTrail-shaped record of `call`, as a JSON value.
+pub fn record(call: &Call<'_>, region: &str, account: &str, event_id: &str) -> Value {
+    serde_json::from_slice(&line(call, region, account, event_id)).unwrap_or(Value::Null)
 }
 
 /// CloudFormation's resource type of a Cloud Map ARN, as CloudTrail names
@@ -333,10 +443,9 @@ impl AuditLog {
     /// Queues the record of `call`; drops (and counts) it when the queue is
     /// full. Never blocks.
     pub fn log(&self, call: &Call<'_>) {
-        let event_id = uuid::Uuid::new_v4().to_string();
-        let mut line = record(call, &self.region, &self.account, &event_id).to_string();
-        line.push('\n');
-        match self.tx.try_send(line.into_bytes()) {
+        let event_id = new_id();
+        let line = line(call, &self.region, &self.account, &event_id);
+        match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.metrics.dropped.inc();
@@ -428,6 +537,7 @@ fn write_lines(target: Target, rx: Receiver<Vec<u8>>, metrics: Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn call<'a>(asked: Option<&'a RequestContext>, caller: Option<&'a Identity>) -> Call<'a> {
         Call {
@@ -523,6 +633,29 @@ mod tests {
         c.body = b"not json";
         let r = record(&c, "us-east-1", "000000000000", "ev");
         assert_eq!(r["additionalEventData"]["requestParametersTruncated"], true);
+    }
+
+    #[test]
+    fn every_record_is_one_line_even_for_a_pretty_printed_body() {
+        let mut c = call(None, None);
+        let pretty = b"{\n  \"ServiceId\": \"srv-1\",\n  \"InstanceId\": \"i-9\"\n}";
+        c.body = pretty;
+        c.error = Some(("InvalidInput", "line one\nline two"));
+        let line = line(&c, "us-east-1", "000000000000", "ev");
+        let text = std::str::from_utf8(&line).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(text.ends_with('\n'));
+        let r: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(r["requestParameters"]["InstanceId"], "i-9");
+        assert_eq!(r["errorMessage"], "line one\nline two");
+    }
+
+    #[test]
+    fn ids_are_distinct_version_4_uuids() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
     }
 
     #[test]

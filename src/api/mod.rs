@@ -317,7 +317,7 @@ async fn handle(State(state): State<AppState>, request: Request) -> Response {
     };
     let mut seen = Seen::default();
     let result = respond(&state, &parts, body, source, target, operation, &mut seen).await;
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = audit::new_id();
     if let Some(audit) = &state.guards.audit {
         let logged = match &result {
             Ok(_) => audit.records(operation),
