@@ -57,7 +57,7 @@ impl Access {
         headers: &HeaderMap,
         body: &[u8],
         account: &str,
-    ) -> Result<Option<Identity>, ApiError> {
+    ) -> Result<Option<(Identity, Arc<auth::Caller>)>, ApiError> {
         let Access::SigV4 {
             verifier,
             authority,
@@ -86,16 +86,21 @@ impl Access {
                 status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
                 ..ApiError::new(e.aws_type(), e.message())
             })?;
-        // The key was found a moment ago in this same configuration version.
-        let name = config
-            .principal(&signer.access_key_id)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        Ok(Some(Identity {
-            arn: format!("arn:aws:iam::{account}:user/{name}"),
-            name,
-            access_key_id: signer.access_key_id,
-        }))
+        // The key was found a moment ago in this same configuration
+        // version; its principal (and policies) decide the call, so the
+        // decision uses the version the signature was checked against.
+        let Some(principal) = config.principal(&signer.access_key_id) else {
+            return Err(unrecognized());
+        };
+        let name = principal.name.clone();
+        Ok(Some((
+            Identity {
+                arn: format!("arn:aws:iam::{account}:user/{name}"),
+                name,
+                access_key_id: signer.access_key_id,
+            },
+            principal,
+        )))
     }
 
     /// Whether callers are authenticated and authorized (SigV4).
@@ -103,26 +108,18 @@ impl Access {
         matches!(self, Access::SigV4 { .. })
     }
 
-    /// Decides whether `caller` may do what `asked` describes (open access
-    /// allows everything).
+    /// Decides whether `caller` (with the principal that authenticated it)
+    /// may do what `asked` describes (open access allows everything).
     pub fn authorize(
         &self,
-        caller: Option<&Identity>,
+        caller: Option<(&Identity, &auth::Caller)>,
         asked: &auth::RequestContext,
     ) -> Result<(), ApiError> {
-        let (Access::SigV4 { authority, .. }, Some(caller)) = (self, caller) else {
+        let Access::SigV4 { .. } = self else {
             return Ok(());
         };
-        let config = authority.current();
-        let Some(principal) = config.principal(&caller.access_key_id) else {
-            // The key was removed between authentication and now.
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                ..ApiError::new(
-                    "UnrecognizedClientException",
-                    "The security token included in the request is invalid.",
-                )
-            });
+        let Some((caller, principal)) = caller else {
+            return Err(unrecognized());
         };
         let decision = principal.decide(&auth::Request {
             action: &asked.action,
@@ -135,6 +132,17 @@ impl Access {
                 Err(denied(caller, asked, &decision))
             }
         }
+    }
+}
+
+/// `UnrecognizedClientException`: no such access key.
+fn unrecognized() -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        ..ApiError::new(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
     }
 }
 

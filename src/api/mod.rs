@@ -286,6 +286,9 @@ pub fn router(
 struct Seen {
     body: Bytes,
     caller: Option<Identity>,
+    /// The caller's principal, as of the configuration its signature was
+    /// checked against.
+    principal: Option<Arc<crate::auth::Caller>>,
     asked: Option<crate::auth::RequestContext>,
 }
 
@@ -408,13 +411,17 @@ async fn respond(
             )
         })?;
     let account = &state.registry.config().scope.account;
-    seen.caller = state.guards.access.authenticate(
+    let authenticated = state.guards.access.authenticate(
         &parts.method,
         &parts.uri,
         &parts.headers,
         &seen.body,
         account,
     )?;
+    if let Some((identity, principal)) = authenticated {
+        seen.caller = Some(identity);
+        seen.principal = Some(principal);
+    }
     // Charged after authentication, so a caller is charged only for what
     // it proved it sent.
     if let Some(throttle) = &state.guards.throttle {
@@ -448,7 +455,8 @@ async fn dispatch(
     let audited = guards.audit.as_ref().is_some_and(|a| a.records(operation));
     if guards.access.is_checked() || audited {
         let asked = access::context(&state.registry, operation, &seen.body);
-        guards.access.authorize(seen.caller.as_ref(), &asked)?;
+        let caller = seen.caller.as_ref().zip(seen.principal.as_deref());
+        guards.access.authorize(caller, &asked)?;
         seen.asked = Some(asked);
     }
     let body = seen.body.clone();

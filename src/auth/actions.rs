@@ -105,7 +105,6 @@ pub fn request_context_of(
     operation: &str,
     names: &Names<'_>,
 ) -> RequestContext {
-    let index = registry.read();
     let scope = &registry.config().scope;
     let field = |name: &str| names.field(name);
     let mut context = Context::new();
@@ -122,33 +121,41 @@ pub fn request_context_of(
         | "ListServices"
         | "ListOperations"
         | "GetOperation" => "*".to_string(),
+        // From the body alone: the hot path takes no registry lock here.
         "DiscoverInstances" | "DiscoverInstancesRevision" => {
             put(NAMESPACE_NAME, field("NamespaceName"));
             put(SERVICE_NAME, field("ServiceName"));
             "*".to_string()
         }
-        "UpdateHttpNamespace"
-        | "UpdatePrivateDnsNamespace"
-        | "UpdatePublicDnsNamespace"
-        | "DeleteNamespace"
-        | "GetNamespace" => namespace(&index, scope, field("Id"), &mut put),
-        "CreateService" => {
-            put(SERVICE_NAME, field("Name"));
-            namespace(&index, scope, field("NamespaceId"), &mut put)
-        }
-        "GetService" | "UpdateService" | "DeleteService" => {
-            service(&index, scope, field("Id"), &mut put)
-        }
-        "TagResource" | "UntagResource" | "ListTagsForResource" => {
-            let arn = field("ResourceARN");
-            match ids::parse_arn(arn) {
-                Some((ResourceKind::Namespace, id)) => namespace(&index, scope, id, &mut put),
-                Some((ResourceKind::Service, id)) => service(&index, scope, id, &mut put),
-                None => arn.to_string(),
+        _ => {
+            let index = registry.read();
+            match operation {
+                "UpdateHttpNamespace"
+                | "UpdatePrivateDnsNamespace"
+                | "UpdatePublicDnsNamespace"
+                | "DeleteNamespace"
+                | "GetNamespace" => namespace(&index, scope, field("Id"), &mut put),
+                "CreateService" => {
+                    put(SERVICE_NAME, field("Name"));
+                    namespace(&index, scope, field("NamespaceId"), &mut put)
+                }
+                "GetService" | "UpdateService" | "DeleteService" => {
+                    service(&index, scope, field("Id"), &mut put)
+                }
+                "TagResource" | "UntagResource" | "ListTagsForResource" => {
+                    let arn = field("ResourceARN");
+                    match ids::parse_arn(arn) {
+                        Some((ResourceKind::Namespace, id)) => {
+                            namespace(&index, scope, id, &mut put)
+                        }
+                        Some((ResourceKind::Service, id)) => service(&index, scope, id, &mut put),
+                        None => arn.to_string(),
+                    }
+                }
+                // Every other operation names its service by `ServiceId`.
+                _ => service(&index, scope, field("ServiceId"), &mut put),
             }
         }
-        // Every other operation names its service by `ServiceId`.
-        _ => service(&index, scope, field("ServiceId"), &mut put),
     };
     RequestContext {
         action: format!("servicediscovery:{operation}"),

@@ -25,9 +25,9 @@
 //! Everything here is pure: the caller passes the time, so tests can use the
 //! published test vectors' timestamps and the HTTP layer its own clock.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -199,11 +199,17 @@ impl VerifierConfig {
 #[derive(Debug, Clone)]
 pub struct Verifier {
     config: VerifierConfig,
-    /// Signing keys derived lately, by (secret, date): a key is the same
+}
+
+thread_local! {
+    /// Signing keys derived lately, by date and secret: a key is the same
     /// for every request of a day, and deriving it is four of the five
     /// HMACs of a verification (the AWS SDKs cache it on their side too).
-    /// Region and service are fixed by the config and checked first.
-    keys: Arc<RwLock<HashMap<String, [u8; 32]>>>,
+    /// Region and service are fixed by the verifier's config and checked
+    /// before a key is looked up; entries carry them anyway, so verifiers
+    /// of different configs never share one. Per thread: no lock or shared
+    /// cache line on the request path.
+    static SIGNING_KEYS: RefCell<HashMap<String, [u8; 32]>> = RefCell::new(HashMap::new());
 }
 
 /// Cached signing keys beyond this are dropped all at once (keys and days
@@ -237,28 +243,29 @@ struct Credential<'a> {
 impl Verifier {
     /// A verifier for `config`.
     pub fn new(config: VerifierConfig) -> Self {
-        Verifier {
-            config,
-            keys: Arc::default(),
-        }
+        Verifier { config }
     }
 
     /// The signing key of `secret` for the credential's scope, from the
     /// cache when it was derived lately.
     fn signing_key(&self, secret: &str, credential: &Credential<'_>) -> [u8; 32] {
-        // The date first: it cannot contain the separator, so no two
-        // (date, secret) pairs share an entry.
-        let id = format!("{}\n{secret}", credential.date);
-        if let Some(key) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
-            return *key;
-        }
-        let key = signing_key(secret, credential);
-        let mut write = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        if write.len() >= SIGNING_KEY_CACHE {
-            write.clear();
-        }
-        write.insert(id, key);
-        key
+        // The scope's parts hold no newline (they were checked against the
+        // config), so the id is unambiguous whatever the secret holds.
+        let id = format!(
+            "{}\n{}\n{}\n{secret}",
+            credential.date, credential.region, credential.service
+        );
+        SIGNING_KEYS.with_borrow_mut(|keys| {
+            if let Some(key) = keys.get(&id) {
+                return *key;
+            }
+            let key = signing_key(secret, credential);
+            if keys.len() >= SIGNING_KEY_CACHE {
+                keys.clear();
+            }
+            keys.insert(id, key);
+            key
+        })
     }
 
     /// Verifies `request`'s signature at time `now`, looking secrets up in
