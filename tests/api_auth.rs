@@ -22,7 +22,7 @@ use harness::{SdkClient, Server, wait_op};
 #[tokio::test]
 async fn the_rust_sdk_signs_with_configured_keys_and_policies_scope_each_principal() {
     let server = secured();
-    let (ns_id, inventory, billing) = setup(&server, "scoped.test").await;
+    let (ns_id, inventory, orders) = setup(&server, "scoped.test").await;
     let admin = server.client_as(ADMIN.0, ADMIN.1);
     let manager = server.client_as(INVENTORY.0, INVENTORY.1);
 
@@ -49,7 +49,7 @@ async fn the_rust_sdk_signs_with_configured_keys_and_policies_scope_each_princip
     // changes.
     let err = manager
         .register_instance()
-        .service_id(&billing)
+        .service_id(&orders)
         .instance_id("i-2")
         .attributes("AWS_INSTANCE_IPV4", "10.0.0.2")
         .send()
@@ -61,12 +61,12 @@ async fn the_rust_sdk_signs_with_configured_keys_and_policies_scope_each_princip
     assert!(
         message.contains("User: arn:aws:iam::000000000000:user/inventory-manager")
             && message.contains("servicediscovery:RegisterInstance")
-            && message.contains(&format!("service/{billing}")),
+            && message.contains(&format!("service/{orders}")),
         "{message}"
     );
     let listed = admin
         .list_instances()
-        .service_id(&billing)
+        .service_id(&orders)
         .send()
         .await
         .unwrap();
@@ -257,11 +257,11 @@ fn aws_cli(server: &Server, key: (&str, &str), args: &[&str]) -> Output {
 #[tokio::test]
 async fn boto3_and_the_aws_cli_sign_with_configured_keys() {
     let server = secured();
-    let (ns_id, inventory, billing) = setup(&server, "tools.test").await;
+    let (ns_id, inventory, orders) = setup(&server, "tools.test").await;
 
     assert_eq!(boto3(&server, INVENTORY, &inventory, "py-1"), "OK");
     assert_eq!(
-        boto3(&server, INVENTORY, &billing, "py-2"),
+        boto3(&server, INVENTORY, &orders, "py-2"),
         "AccessDeniedException"
     );
     let wrong = (INVENTORY.0, "not-the-secret-0123456789");
@@ -302,7 +302,7 @@ async fn boto3_and_the_aws_cli_sign_with_configured_keys() {
 #[tokio::test]
 async fn changed_credentials_and_policies_apply_without_a_restart() {
     let server = secured();
-    let (_, inventory, billing) = setup(&server, "reload.test").await;
+    let (_, inventory, orders) = setup(&server, "reload.test").await;
     let manager = server.client_as(INVENTORY.0, INVENTORY.1);
     let register = |svc: String, id: &'static str| {
         let manager = manager.clone();
@@ -319,19 +319,19 @@ async fn changed_credentials_and_policies_apply_without_a_restart() {
         }
     };
     assert_eq!(
-        register(billing.clone(), "r-1").await,
+        register(orders.clone(), "r-1").await,
         Err("AccessDeniedException".into())
     );
 
-    // Widen the manager's policy to billing too.
+    // Widen the manager's policy to order-processor too.
     let creds = server.dir.path().join("credentials.yaml");
     let widened = CREDENTIALS.replace(
         "\"servicediscovery:ServiceName\": inventory-manager",
-        "\"servicediscovery:ServiceName\": [inventory-manager, billing]",
+        "\"servicediscovery:ServiceName\": [inventory-manager, order-processor]",
     );
     std::fs::write(&creds, &widened).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while register(billing.clone(), "r-1").await.is_err() {
+    while register(orders.clone(), "r-1").await.is_err() {
         assert!(
             Instant::now() < deadline,
             "the widened policy never applied"

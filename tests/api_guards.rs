@@ -62,7 +62,7 @@ async fn every_call_leaves_an_audit_line_with_its_principal_and_result() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
     let server = secured_with(&["--audit-log", log.to_str().unwrap(), "--audit-reads"]);
-    let (ns, inventory_svc, billing_svc) = setup(&server, "audit.example").await;
+    let (ns, inventory_svc, orders_svc) = setup(&server, "audit.example").await;
     let inventory = server.client_as(INVENTORY.0, INVENTORY.1);
     let admin = server.client_as(ADMIN.0, ADMIN.1);
     let reader = server.client_as(READER.0, READER.1);
@@ -82,7 +82,7 @@ async fn every_call_leaves_an_audit_line_with_its_principal_and_result() {
     expected.push(("RegisterInstance", "inventory-manager", None));
     let e = inventory
         .register_instance()
-        .service_id(&billing_svc)
+        .service_id(&orders_svc)
         .instance_id("i-2")
         .attributes("AWS_INSTANCE_IPV4", "10.0.0.2")
         .send()

@@ -121,13 +121,13 @@ pub async fn service(client: &Client, namespace: &str, name: &str) -> String {
 }
 
 /// The admin sets up `<ns>` with the services `inventory-manager` and
-/// `billing`; returns (namespace id, inventory id, billing id).
+/// `order-processor`; returns (namespace id, inventory id, order-processor id).
 pub async fn setup(server: &Server, ns: &str) -> (String, String, String) {
     let admin = server.client_as(ADMIN.0, ADMIN.1);
     let ns_id = http_namespace(&admin, ns).await;
     let inventory = service(&admin, &ns_id, "inventory-manager").await;
-    let billing = service(&admin, &ns_id, "billing").await;
-    (ns_id, inventory, billing)
+    let orders = service(&admin, &ns_id, "order-processor").await;
+    (ns_id, inventory, orders)
 }
 
 pub struct Signing<'a> {
