@@ -151,8 +151,14 @@ fn unrecognized() -> ApiError {
 /// afterwards). A body that is not JSON fails in its handler with a
 /// specific error; its context names no resource, so only a policy that
 /// allows the action on every resource lets it through to that error.
-pub fn context(registry: &Registry, operation: &str, body: &[u8]) -> auth::RequestContext {
-    auth::request_context_of(registry, operation, &auth::Names::parse(body))
+/// Condition keys are read only `with_keys`.
+pub fn context(
+    registry: &Registry,
+    operation: &str,
+    body: &[u8],
+    with_keys: bool,
+) -> auth::RequestContext {
+    auth::request_context_of(registry, operation, &auth::Names::parse(body), with_keys)
 }
 
 /// `AccessDeniedException` worded as AWS words it.

@@ -454,7 +454,15 @@ async fn dispatch(
     let guards = &state.guards;
     let audited = guards.audit.as_ref().is_some_and(|a| a.records(operation));
     if guards.access.is_checked() || audited {
-        let asked = access::context(&state.registry, operation, &seen.body);
+        // Condition keys are what the principal's conditions and the audit
+        // line's reader may need; a principal without conditions never
+        // reads them.
+        let with_keys = audited
+            || seen
+                .principal
+                .as_ref()
+                .is_some_and(|p| p.policies.has_conditions());
+        let asked = access::context(&state.registry, operation, &seen.body, with_keys);
         let caller = seen.caller.as_ref().zip(seen.principal.as_deref());
         guards.access.authorize(caller, &asked)?;
         seen.asked = Some(asked);

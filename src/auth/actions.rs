@@ -96,20 +96,23 @@ impl<'a> Names<'a> {
 
 /// The request context of `operation` with JSON `body` on `registry`.
 pub fn request_context(registry: &Registry, operation: &str, body: &Value) -> RequestContext {
-    request_context_of(registry, operation, &Names::of(body))
+    request_context_of(registry, operation, &Names::of(body), true)
 }
 
-/// The request context of `operation` naming `names` on `registry`.
+/// The request context of `operation` naming `names` on `registry`; its
+/// condition keys only `with_keys` (policies without conditions never read
+/// them, and DiscoverInstances is on the hot path).
 pub fn request_context_of(
     registry: &Registry,
     operation: &str,
     names: &Names<'_>,
+    with_keys: bool,
 ) -> RequestContext {
     let scope = &registry.config().scope;
     let field = |name: &str| names.field(name);
     let mut context = Context::new();
     let mut put = |key: &str, value: &str| {
-        if !value.is_empty() {
+        if with_keys && !value.is_empty() {
             context.insert(key.to_string(), vec![value.to_string()]);
         }
     };

@@ -319,6 +319,12 @@ impl PolicySet {
         self.statements.is_empty()
     }
 
+    /// Whether any statement has a condition (so decisions need the
+    /// request's condition keys).
+    pub fn has_conditions(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
     /// Decides on `request`.
     pub fn evaluate(&self, request: &Request<'_>) -> Decision {
         let action = request.action.to_ascii_lowercase();

@@ -209,7 +209,8 @@ thread_local! {
     /// before a key is looked up; entries carry them anyway, so verifiers
     /// of different configs never share one. Per thread: no lock or shared
     /// cache line on the request path.
-    static SIGNING_KEYS: RefCell<HashMap<String, [u8; 32]>> = RefCell::new(HashMap::new());
+    static SIGNING_KEYS: RefCell<(HashMap<String, [u8; 32]>, String)> =
+        RefCell::new((HashMap::new(), String::new()));
 }
 
 /// Cached signing keys beyond this are dropped all at once (keys and days
@@ -251,19 +252,28 @@ impl Verifier {
     fn signing_key(&self, secret: &str, credential: &Credential<'_>) -> [u8; 32] {
         // The scope's parts hold no newline (they were checked against the
         // config), so the id is unambiguous whatever the secret holds.
-        let id = format!(
-            "{}\n{}\n{}\n{secret}",
-            credential.date, credential.region, credential.service
-        );
-        SIGNING_KEYS.with_borrow_mut(|keys| {
-            if let Some(key) = keys.get(&id) {
+        let id = [
+            credential.date,
+            credential.region,
+            credential.service,
+            secret,
+        ];
+        SIGNING_KEYS.with_borrow_mut(|(keys, buffer)| {
+            // Looked up through a reused buffer: no allocation unless the
+            // key is new.
+            buffer.clear();
+            for part in id {
+                buffer.push_str(part);
+                buffer.push('\n');
+            }
+            if let Some(key) = keys.get(buffer.as_str()) {
                 return *key;
             }
             let key = signing_key(secret, credential);
             if keys.len() >= SIGNING_KEY_CACHE {
                 keys.clear();
             }
-            keys.insert(id, key);
+            keys.insert(buffer.clone(), key);
             key
         })
     }
@@ -356,31 +366,48 @@ impl Verifier {
 
         let canonical_headers = canonical_headers(&signature.signed_headers, request.headers)?;
         let canonical_query = canonical_query(&query, signature.expires.is_some());
+        let canonical_uri = canonical_uri(request.path);
         let key = self.signing_key(&secret, &signature.credential);
-        let scope = format!(
-            "{}/{}/{}/{}",
-            signature.credential.date,
-            signature.credential.region,
-            signature.credential.service,
-            TERMINATOR
-        );
+        let credential = &signature.credential;
         for payload_hash in &candidates {
-            let canonical_request = format!(
-                "{}\n{}\n{}\n{}\n{}\n{}",
+            // The canonical request and the string to sign are fed to the
+            // hash and the MAC piece by piece, as the spec lays them out,
+            // without being assembled in memory first.
+            let mut canonical_request = Sha256::new();
+            for (i, part) in [
                 request.method,
-                canonical_uri(request.path),
-                canonical_query,
-                canonical_headers,
+                &canonical_uri,
+                &canonical_query,
+                &canonical_headers,
                 signature.signed_headers_raw,
-                payload_hash
-            );
-            let string_to_sign = format!(
-                "{ALGORITHM}\n{}\n{scope}\n{}",
-                signature.amz_date,
-                hex(&Sha256::digest(canonical_request.as_bytes()))
-            );
+                payload_hash,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if i > 0 {
+                    canonical_request.update(b"\n");
+                }
+                canonical_request.update(part.as_bytes());
+            }
             let mut mac = hmac(&key);
-            mac.update(string_to_sign.as_bytes());
+            for part in [
+                ALGORITHM,
+                "\n",
+                signature.amz_date,
+                "\n",
+                credential.date,
+                "/",
+                credential.region,
+                "/",
+                credential.service,
+                "/",
+                TERMINATOR,
+                "\n",
+                &hex(&canonical_request.finalize()),
+            ] {
+                mac.update(part.as_bytes());
+            }
             // verify_slice compares in constant time, so the time taken says
             // nothing about how much of a guessed signature was right.
             if mac.verify_slice(&signature.signature).is_ok() {

@@ -19,21 +19,23 @@ pub(super) fn canonical_headers(
     signed: &[&str],
     headers: &[(&str, &str)],
 ) -> Result<String, AuthError> {
-    let mut out = String::new();
+    let mut out = String::with_capacity(256);
     for name in signed {
-        let values = header_values(headers, name);
-        if values.is_empty() {
-            return Err(incomplete(format!(
-                "SignedHeaders names '{name}', which the request does not have"
-            )));
-        }
         out.push_str(name);
         out.push(':');
-        for (i, value) in values.iter().enumerate() {
-            if i > 0 {
+        // The values in the order received, without collecting them.
+        let mut found = 0;
+        for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            if found > 0 {
                 out.push(',');
             }
             push_trimmed(&mut out, value);
+            found += 1;
+        }
+        if found == 0 {
+            return Err(incomplete(format!(
+                "SignedHeaders names '{name}', which the request does not have"
+            )));
         }
         out.push('\n');
     }
