@@ -20,7 +20,7 @@ use fixture::{
     ADMIN, INVENTORY, READER, Signing, code, error_type, post, secured_with, setup, sign,
 };
 use harness::support::Options;
-use harness::{SdkClient, Server, http_namespace};
+use harness::{SdkClient, Server, create_service, http_namespace};
 use serde_json::Value;
 
 /// The audit lines written so far.
@@ -229,18 +229,7 @@ async fn a_blocked_audit_sink_never_stalls_the_api_and_drops_are_counted() {
     });
     let client = server.client();
     let ns = http_namespace(&client, "blocked.example").await;
-    let svc = client
-        .create_service()
-        .name("web")
-        .namespace_id(&ns)
-        .send()
-        .await
-        .unwrap()
-        .service()
-        .unwrap()
-        .id()
-        .unwrap()
-        .to_string();
+    let svc = create_service(&client, &ns, "web").await;
     let calls = 60;
     let run = async {
         for i in 0..calls {

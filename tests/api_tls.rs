@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::support::Options;
-use harness::{SdkClient, Server, http_namespace, https_client, wait_op};
+use harness::{SdkClient, Server, create_service, http_namespace, https_client, wait_op};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -148,18 +148,7 @@ async fn the_rust_sdk_speaks_https_trusting_the_ca() {
     let client = https_client(&server, &ca.pem);
 
     let ns = http_namespace(&client, "tls.test").await;
-    let service = client
-        .create_service()
-        .name("web")
-        .namespace_id(&ns)
-        .send()
-        .await
-        .unwrap()
-        .service()
-        .unwrap()
-        .id()
-        .unwrap()
-        .to_string();
+    let service = create_service(&client, &ns, "web").await;
     let op = client
         .register_instance()
         .service_id(&service)

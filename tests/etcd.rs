@@ -16,7 +16,7 @@ use aws_sdk_servicediscovery::types::HealthStatusFilter;
 use futures::StreamExt;
 use harness::support::etcd::Etcd;
 use harness::support::{Options, Server};
-use harness::{SdkClient, http_namespace};
+use harness::{SdkClient, create_service, http_namespace};
 
 /// A replica on the shared store at `url`, with extra flags.
 fn replica(url: &str, extra: &[&str]) -> Server {
@@ -37,21 +37,6 @@ fn no_retry(client: &Client) -> Client {
             .retry_config(RetryConfig::disabled())
             .build(),
     )
-}
-
-async fn create_service(client: &Client, namespace_id: &str, name: &str) -> String {
-    client
-        .create_service()
-        .name(name)
-        .namespace_id(namespace_id)
-        .send()
-        .await
-        .unwrap()
-        .service()
-        .unwrap()
-        .id()
-        .unwrap()
-        .to_string()
 }
 
 async fn register(client: &Client, service_id: &str, id: &str) -> Result<(), String> {

@@ -336,11 +336,6 @@ pub fn line(call: &Call<'_>, region: &str, account: &str, event_id: &str) -> Vec
     out
 }
 
-/// The CloudTrail-shaped record of `call`, as a JSON value.
-pub fn record(call: &Call<'_>, region: &str, account: &str, event_id: &str) -> Value {
-    serde_json::from_slice(&line(call, region, account, event_id)).unwrap_or(Value::Null)
-}
-
 /// CloudFormation's resource type of a Cloud Map ARN, as CloudTrail names
 /// resources.
 fn resource_type(arn: &str) -> &'static str {
@@ -538,6 +533,11 @@ fn write_lines(target: Target, rx: Receiver<Vec<u8>>, metrics: Metrics) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The record of `call`, read back from its line.
+    fn record(call: &Call<'_>, region: &str, account: &str, event_id: &str) -> Value {
+        serde_json::from_slice(&line(call, region, account, event_id)).unwrap()
+    }
 
     fn call<'a>(asked: Option<&'a RequestContext>, caller: Option<&'a Identity>) -> Call<'a> {
         Call {

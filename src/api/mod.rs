@@ -209,16 +209,6 @@ pub struct Guards {
     pub throttle: Option<Throttle>,
 }
 
-impl Guards {
-    /// No authentication, no audit log, no limits (embedding, tests).
-    pub fn open() -> Self {
-        Self {
-            access: Access::Open,
-            audit: None,
-            throttle: None,
-        }
-    }
-}
 
 /// Binds the API listener (separately from serving, so a bad address fails
 /// start-up before anything else runs).

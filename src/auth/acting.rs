@@ -53,11 +53,6 @@ impl ActingPrincipal {
         })
     }
 
-    /// The principal's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Whether the principal may do what the Cloud Map call `operation`
     /// with request `body` would do, under the configuration in force; the
     /// denial's message otherwise. A principal removed from the

@@ -304,7 +304,7 @@ impl Controller {
                 let ttl_differs = svc.dns_config.as_ref().map(|d| &d.records)
                     != want.dns_config.as_ref().map(|d| &d.records);
                 if hc_differs || ttl_differs || svc.description != want.description {
-                    if let Err(denied) = self.permitted("UpdateService", json!({"Id": svc.id})) {
+                    if let Err(denied) = self.permitted("UpdateService", || json!({"Id": svc.id})) {
                         return SdOutcome::failed("AccessDenied", denied);
                     }
                     let update = UpdateService {
@@ -321,7 +321,7 @@ impl Controller {
             existing => {
                 if let Err(denied) = self.permitted(
                     "CreateService",
-                    json!({"Name": want.name, "NamespaceId": ns_id}),
+                    || json!({"Name": want.name, "NamespaceId": ns_id}),
                 ) {
                     return SdOutcome::failed("AccessDenied", denied);
                 }
@@ -577,13 +577,13 @@ impl Controller {
         if let Some(first) = upserts.first() {
             self.permitted(
                 "RegisterInstance",
-                json!({"ServiceId": service_id, "InstanceId": first.id}),
+                || json!({"ServiceId": service_id, "InstanceId": first.id}),
             )?;
         }
         if let Some(first) = removals.first() {
             self.permitted(
                 "DeregisterInstance",
-                json!({"ServiceId": service_id, "InstanceId": first}),
+                || json!({"ServiceId": service_id, "InstanceId": first}),
             )?;
         }
         Ok(())
@@ -621,7 +621,7 @@ impl Controller {
         let owner = self.owner(object.to_string());
         let allowed = self
             .sync_permitted(id, &[], &owner)
-            .and_then(|()| self.permitted("DeleteService", json!({"Id": id})));
+            .and_then(|()| self.permitted("DeleteService", || json!({"Id": id})));
         if let Err(denied) = allowed {
             warn!(service = %id, "cannot remove service: {denied}");
             return;

@@ -364,11 +364,16 @@ struct Controller {
 impl Controller {
     /// The ownership marker of what this cluster's controller writes for `object`.
     /// Whether the controller's principal may make the Cloud Map call
-    /// `operation` with `body` (always, without a principal); the denial
-    /// otherwise.
-    fn permitted(&self, operation: &str, body: serde_json::Value) -> Result<(), String> {
+    /// `operation` with the request `body` builds (always, without a
+    /// principal, and then the body is never built: the pod sync path
+    /// calls this for every batch); the denial otherwise.
+    fn permitted(
+        &self,
+        operation: &str,
+        body: impl FnOnce() -> serde_json::Value,
+    ) -> Result<(), String> {
         match &self.acting {
-            Some(acting) => acting.check(&self.registry, operation, &body),
+            Some(acting) => acting.check(&self.registry, operation, &body()),
             None => Ok(()),
         }
     }

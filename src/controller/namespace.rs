@@ -104,7 +104,7 @@ impl Controller {
         };
         let denied = match &existing {
             None => self
-                .permitted(create_op, serde_json::json!({"Name": registry_name}))
+                .permitted(create_op, || serde_json::json!({"Name": registry_name}))
                 .err(),
             Some(ns)
                 if ns.owner != Owner::Api
@@ -112,7 +112,7 @@ impl Controller {
                     && ns.kind == kind
                     && (ns.description != wns.spec.description || ns.soa_ttl != soa_ttl) =>
             {
-                self.permitted(update_op, serde_json::json!({"Id": ns.id}))
+                self.permitted(update_op, || serde_json::json!({"Id": ns.id}))
                     .err()
             }
             Some(_) => None,
@@ -189,7 +189,7 @@ impl Controller {
         if !ours {
             return Ok(());
         }
-        self.permitted("DeleteNamespace", serde_json::json!({"Id": ns.id}))?;
+        self.permitted("DeleteNamespace", || serde_json::json!({"Id": ns.id}))?;
         match self.registry.delete_namespace(&ns.id, &ns.owner) {
             Ok(_) => {
                 info!(namespace = %registry_name, "registry namespace deleted");

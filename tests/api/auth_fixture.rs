@@ -6,11 +6,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 
 use super::harness::support::Options;
-use super::harness::{SdkClient, Server, http_namespace};
+use super::harness::{SdkClient, Server, create_service, http_namespace};
 
 pub const ADMIN: (&str, &str) = ("AKIAWAYMARKADMIN0001", "admin-secret-0123456789abcdef");
 pub const INVENTORY: (&str, &str) = ("AKIAWAYMARKINVENTORY", "inventory-secret-0123456789abc");
@@ -105,28 +104,13 @@ pub fn code<E: ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or("<none>").to_string()
 }
 
-pub async fn service(client: &Client, namespace: &str, name: &str) -> String {
-    client
-        .create_service()
-        .name(name)
-        .namespace_id(namespace)
-        .send()
-        .await
-        .unwrap()
-        .service()
-        .unwrap()
-        .id()
-        .unwrap()
-        .to_string()
-}
-
 /// The admin sets up `<ns>` with the services `inventory-manager` and
 /// `order-processor`; returns (namespace id, inventory id, order-processor id).
 pub async fn setup(server: &Server, ns: &str) -> (String, String, String) {
     let admin = server.client_as(ADMIN.0, ADMIN.1);
     let ns_id = http_namespace(&admin, ns).await;
-    let inventory = service(&admin, &ns_id, "inventory-manager").await;
-    let orders = service(&admin, &ns_id, "order-processor").await;
+    let inventory = create_service(&admin, &ns_id, "inventory-manager").await;
+    let orders = create_service(&admin, &ns_id, "order-processor").await;
     (ns_id, inventory, orders)
 }
 

@@ -101,6 +101,23 @@ fn sdk(
     Client::from_conf(config)
 }
 
+/// Creates service `name` (no DNS, no health check) in `namespace_id`;
+/// returns its id.
+pub async fn create_service(client: &Client, namespace_id: &str, name: &str) -> String {
+    client
+        .create_service()
+        .name(name)
+        .namespace_id(namespace_id)
+        .send()
+        .await
+        .unwrap()
+        .service()
+        .unwrap()
+        .id()
+        .unwrap()
+        .to_string()
+}
+
 /// Fetches an operation and checks it completed with SUCCESS.
 pub async fn wait_op(client: &Client, op: &str) -> aws_sdk_servicediscovery::types::Operation {
     let out = client
