@@ -17,7 +17,7 @@ use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 use fixture::{
     ADMIN, CREDENTIALS, INVENTORY, Signing, code, error_type, post, secured, setup, sign,
 };
-use harness::{SdkClient, Server, wait_op};
+use harness::{SdkClient, Server, register};
 
 #[tokio::test]
 async fn the_rust_sdk_signs_with_configured_keys_and_policies_scope_each_principal() {
@@ -27,15 +27,13 @@ async fn the_rust_sdk_signs_with_configured_keys_and_policies_scope_each_princip
     let manager = server.client_as(INVENTORY.0, INVENTORY.1);
 
     // Allowed: its own service.
-    let op = manager
-        .register_instance()
-        .service_id(&inventory)
-        .instance_id("i-1")
-        .attributes("AWS_INSTANCE_IPV4", "10.0.0.1")
-        .send()
-        .await
-        .unwrap();
-    wait_op(&manager, op.operation_id().unwrap()).await;
+    register(
+        &manager,
+        &inventory,
+        "i-1",
+        &[("AWS_INSTANCE_IPV4", "10.0.0.1".into())],
+    )
+    .await;
     let found = manager
         .discover_instances()
         .namespace_name("scoped.test")

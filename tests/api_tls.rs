@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::support::Options;
-use harness::{SdkClient, Server, create_service, http_namespace, https_client, wait_op};
+use harness::{SdkClient, Server, create_service, http_namespace, https_client, register};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -149,15 +149,13 @@ async fn the_rust_sdk_speaks_https_trusting_the_ca() {
 
     let ns = http_namespace(&client, "tls.test").await;
     let service = create_service(&client, &ns, "web").await;
-    let op = client
-        .register_instance()
-        .service_id(&service)
-        .instance_id("i-1")
-        .attributes("AWS_INSTANCE_IPV4", "10.0.0.1")
-        .send()
-        .await
-        .unwrap();
-    wait_op(&client, op.operation_id().unwrap()).await;
+    register(
+        &client,
+        &service,
+        "i-1",
+        &[("AWS_INSTANCE_IPV4", "10.0.0.1".into())],
+    )
+    .await;
     // DiscoverInstances goes to data-waymark.test: the same listener.
     let found = client
         .discover_instances()

@@ -23,7 +23,7 @@ use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 use aws_sdk_servicediscovery::types::*;
 use harness::support::{Options, http_get};
-use harness::{SdkClient, Server, http_namespace, private_namespace, wait_op};
+use harness::{SdkClient, Server, http_namespace, private_namespace, register};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -227,15 +227,6 @@ async fn checked_service(
         .id()
         .unwrap()
         .to_string()
-}
-
-async fn register(client: &Client, svc: &str, id: &str, attrs: &[(&str, String)]) {
-    let mut req = client.register_instance().service_id(svc).instance_id(id);
-    for (k, v) in attrs {
-        req = req.attributes(*k, v);
-    }
-    let op = req.send().await.unwrap();
-    wait_op(client, op.operation_id().unwrap()).await;
 }
 
 fn v4(addr: SocketAddr) -> Vec<(&'static str, String)> {

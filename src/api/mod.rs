@@ -209,7 +209,6 @@ pub struct Guards {
     pub throttle: Option<Throttle>,
 }
 
-
 /// Binds the API listener (separately from serving, so a bad address fails
 /// start-up before anything else runs).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {

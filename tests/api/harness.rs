@@ -118,6 +118,17 @@ pub async fn create_service(client: &Client, namespace_id: &str, name: &str) -> 
         .to_string()
 }
 
+/// Registers instance `id` with `attrs` in `svc` and waits for its
+/// operation to succeed.
+pub async fn register(client: &Client, svc: &str, id: &str, attrs: &[(&str, String)]) {
+    let mut req = client.register_instance().service_id(svc).instance_id(id);
+    for (k, v) in attrs {
+        req = req.attributes(*k, v);
+    }
+    let op = req.send().await.unwrap();
+    wait_op(client, op.operation_id().unwrap()).await;
+}
+
 /// Fetches an operation and checks it completed with SUCCESS.
 pub async fn wait_op(client: &Client, op: &str) -> aws_sdk_servicediscovery::types::Operation {
     let out = client
