@@ -67,10 +67,12 @@ impl Access {
         };
         // Values that are not visible ASCII cannot be canonicalised; if such
         // a header is signed, the verifier reports it missing.
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-            .collect();
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(headers.len());
+        pairs.extend(
+            headers
+                .iter()
+                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+        );
         let request = SignedRequest {
             method: method.as_str(),
             path: uri.path(),

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use self::canonical::{
-    canonical_headers, canonical_query, canonical_uri, header_values, parse_query,
+    HeaderValue, canonical_headers, canonical_query, canonical_uri, header_value, parse_query,
 };
 
 type HmacSha256 = Hmac<Sha256>;
@@ -224,10 +224,9 @@ struct Signature<'a> {
     amz_date: &'a str,
     /// Seconds since the epoch of `amz_date`.
     signed_at: i64,
-    signed_headers: Vec<&'a str>,
-    /// The raw `SignedHeaders` value, which goes into the canonical request
-    /// as sent.
-    signed_headers_raw: &'a str,
+    /// `SignedHeaders` as sent (checked: sorted lowercase names with `host`),
+    /// which also goes into the canonical request as sent.
+    signed_headers: &'a str,
     signature: [u8; 32],
     /// `Some(seconds)` for the presigned form.
     expires: Option<u64>,
@@ -287,7 +286,7 @@ impl Verifier {
         secrets: &dyn SecretLookup,
     ) -> Result<Principal, AuthError> {
         let query = parse_query(request.query);
-        let authorization = header_values(request.headers, "authorization");
+        let authorization = header_value(request.headers, "authorization");
         let presigned = query.iter().any(|(k, _)| {
             matches!(
                 k.as_str(),
@@ -295,25 +294,25 @@ impl Verifier {
             )
         });
         let now = unix_seconds(now);
-        let signature = match (authorization.as_slice(), presigned) {
-            ([], false) => {
+        let signature = match (authorization, presigned) {
+            (HeaderValue::Absent, false) => {
                 return Err(AuthError::MissingAuthenticationToken(
                     "Request is missing Authentication Token".to_owned(),
                 ));
             }
-            ([_, _, ..], _) => {
+            (HeaderValue::Repeated, _) => {
                 return Err(incomplete(
                     "The request has more than one 'Authorization' header",
                 ));
             }
-            ([_], true) => {
+            (HeaderValue::One(_), true) => {
                 return Err(incomplete(
                     "Only one authentication mechanism is allowed: either the Authorization \
                      header or the X-Amz-Algorithm query parameters",
                 ));
             }
-            ([value], false) => parse_authorization(value, request.headers)?,
-            ([], true) => parse_presigned(&query)?,
+            (HeaderValue::One(value), false) => parse_authorization(value, request.headers)?,
+            (HeaderValue::Absent, true) => parse_presigned(&query)?,
         };
         self.check_scope(&signature)?;
         self.check_time(&signature, now)?;
@@ -332,22 +331,23 @@ impl Verifier {
         // a presigned URL may sign the literal UNSIGNED-PAYLOAD instead, and
         // only its signer knows which, so both are tried (each needs the
         // secret, so accepting either gives away nothing).
-        let candidates: Vec<String> =
-            match header_values(request.headers, "x-amz-content-sha256").as_slice() {
-                [] if signature.expires.is_some() => {
-                    vec![body_hash, UNSIGNED_PAYLOAD.to_owned()]
+        let unsigned = UNSIGNED_PAYLOAD;
+        let candidates: [Option<&str>; 2] =
+            match header_value(request.headers, "x-amz-content-sha256") {
+                HeaderValue::Absent if signature.expires.is_some() => {
+                    [Some(&body_hash), Some(unsigned)]
                 }
-                [] => vec![body_hash],
-                [value] if *value == UNSIGNED_PAYLOAD => {
+                HeaderValue::Absent => [Some(&body_hash), None],
+                HeaderValue::One(value) if value == UNSIGNED_PAYLOAD => {
                     if signature.expires.is_none() {
                         return Err(invalid(
                             "UNSIGNED-PAYLOAD is accepted only on presigned requests; sign the \
                              body's SHA-256 in 'x-amz-content-sha256'",
                         ));
                     }
-                    vec![UNSIGNED_PAYLOAD.to_owned()]
+                    [Some(unsigned), None]
                 }
-                [value] => {
+                HeaderValue::One(value) => {
                     if !value.eq_ignore_ascii_case(&body_hash) {
                         return Err(invalid(
                             "The provided 'x-amz-content-sha256' header does not match what was \
@@ -355,21 +355,21 @@ impl Verifier {
                         ));
                     }
                     // Signed as sent, which is what the signer hashed.
-                    vec![(*value).to_owned()]
+                    [Some(value), None]
                 }
-                _ => {
+                HeaderValue::Repeated => {
                     return Err(incomplete(
                         "The request has more than one 'x-amz-content-sha256' header",
                     ));
                 }
             };
 
-        let canonical_headers = canonical_headers(&signature.signed_headers, request.headers)?;
+        let canonical_headers = canonical_headers(signature.signed_headers, request.headers)?;
         let canonical_query = canonical_query(&query, signature.expires.is_some());
         let canonical_uri = canonical_uri(request.path);
         let key = self.signing_key(&secret, &signature.credential);
         let credential = &signature.credential;
-        for payload_hash in &candidates {
+        for payload_hash in candidates.into_iter().flatten() {
             // The canonical request and the string to sign are fed to the
             // hash and the MAC piece by piece, as the spec lays them out,
             // without being assembled in memory first.
@@ -379,7 +379,7 @@ impl Verifier {
                 &canonical_uri,
                 &canonical_query,
                 &canonical_headers,
-                signature.signed_headers_raw,
+                signature.signed_headers,
                 payload_hash,
             ]
             .into_iter()
@@ -526,21 +526,21 @@ fn parse_authorization<'a>(
             )));
         }
     }
-    let dates = header_values(headers, "x-amz-date");
+    let date = header_value(headers, "x-amz-date");
     // Like AWS, name everything that is missing at once.
     let mut missing = String::new();
     for (present, name) in [
         (credential.is_some(), "'Credential' parameter"),
         (signature.is_some(), "'Signature' parameter"),
         (signed_headers.is_some(), "'SignedHeaders' parameter"),
-        (!dates.is_empty(), "an 'X-Amz-Date' header"),
+        (date != HeaderValue::Absent, "an 'X-Amz-Date' header"),
     ] {
         if !present {
             let _ = write!(missing, "Authorization header requires {name}. ");
         }
     }
-    let (Some(credential), Some(signed_headers), Some(signature), [amz_date]) =
-        (credential, signed_headers, signature, dates.as_slice())
+    let (Some(credential), Some(signed_headers), Some(signature), HeaderValue::One(amz_date)) =
+        (credential, signed_headers, signature, date)
     else {
         if missing.is_empty() {
             return Err(incomplete(
@@ -567,7 +567,6 @@ impl<'a> Signature<'a> {
             signed_at: parse_amz_date(amz_date)?,
             amz_date,
             signed_headers: parse_signed_headers(signed_headers)?,
-            signed_headers_raw: signed_headers,
             signature: parse_signature(signature)?,
             expires,
         })
@@ -631,12 +630,15 @@ fn parse_presigned(query: &[(String, String)]) -> Result<Signature<'_>, AuthErro
 /// here; the date, region and service against the request and the
 /// configuration later.
 fn parse_credential(credential: &str) -> Result<Credential<'_>, AuthError> {
-    let parts: Vec<&str> = credential.split('/').collect();
-    let [access_key_id, date, region, service, terminator] = parts.as_slice() else {
+    let mut parts = credential.split('/');
+    let mut next = || parts.next();
+    let (Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator), None) =
+        (next(), next(), next(), next(), next(), next())
+    else {
         return Err(incomplete(format!(
             "Credential '{credential}' must have 5 slash-separated parts \
              (AccessKeyId/YYYYMMDD/region/service/aws4_request), not {}",
-            parts.len()
+            credential.split('/').count()
         )));
     };
     if access_key_id.is_empty() {
@@ -647,7 +649,7 @@ fn parse_credential(credential: &str) -> Result<Credential<'_>, AuthError> {
             "Credential date '{date}' must be YYYYMMDD"
         )));
     }
-    if *terminator != TERMINATOR {
+    if terminator != TERMINATOR {
         return Err(invalid(format!(
             "Credential should be scoped with a valid terminator: '{TERMINATOR}', not \
              '{terminator}'."
@@ -663,32 +665,34 @@ fn parse_credential(credential: &str) -> Result<Credential<'_>, AuthError> {
 
 /// `host;x-amz-date;...`: lowercase, sorted, no duplicates, `host` included
 /// (without it a signature could be replayed against another endpoint).
-fn parse_signed_headers(value: &str) -> Result<Vec<&str>, AuthError> {
+fn parse_signed_headers(value: &str) -> Result<&str, AuthError> {
     if value.is_empty() {
         return Err(incomplete("SignedHeaders must not be empty"));
     }
-    let names: Vec<&str> = value.split(';').collect();
-    if let Some(bad) = names
-        .iter()
-        .find(|n| n.is_empty() || n.bytes().any(|b| b.is_ascii_uppercase() || b <= b' '))
-    {
-        return Err(incomplete(format!(
-            "SignedHeaders '{value}' has an invalid header name '{bad}': names must be \
-             non-empty lowercase tokens separated by ';'"
-        )));
+    let mut previous: Option<&str> = None;
+    let mut has_host = false;
+    for name in value.split(';') {
+        if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase() || b <= b' ') {
+            return Err(incomplete(format!(
+                "SignedHeaders '{value}' has an invalid header name '{name}': names must be \
+                 non-empty lowercase tokens separated by ';'"
+            )));
+        }
+        if let Some(before) = previous.filter(|before| *before >= name) {
+            return Err(incomplete(format!(
+                "SignedHeaders '{value}' must be sorted and without duplicates ('{before}' \
+                 before '{name}')"
+            )));
+        }
+        has_host |= name == "host";
+        previous = Some(name);
     }
-    if let Some(pair) = names.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(incomplete(format!(
-            "SignedHeaders '{value}' must be sorted and without duplicates ('{}' before '{}')",
-            pair[0], pair[1]
-        )));
-    }
-    if !names.contains(&"host") {
+    if !has_host {
         return Err(incomplete(format!(
             "'Host' must be a 'SignedHeader' in the AWS Authorization, not only '{value}'"
         )));
     }
-    Ok(names)
+    Ok(value)
 }
 
 /// The signature: 64 hex digits (32 bytes).
@@ -777,10 +781,29 @@ fn parse_amz_date(value: &str) -> Result<i64, AuthError> {
     if !shape_ok {
         return Err(bad());
     }
-    let civil = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", value).map_err(|_| bad())?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .map(|z| z.timestamp().as_second())
+    // The shape is checked, so each field is its digits; jiff checks the
+    // calendar (no 31 April, no hour 24) and the arithmetic. By position:
+    // strptime and a zoned conversion were a tenth of a verification.
+    let number = |range: std::ops::Range<usize>| {
+        b[range]
+            .iter()
+            .fold(0i32, |n, d| n * 10 + i32::from(d - b'0'))
+    };
+    let field = |range| i8::try_from(number(range)).map_err(|_| bad());
+    let year = i16::try_from(number(0..4)).map_err(|_| bad())?;
+    let civil = jiff::civil::DateTime::new(
+        year,
+        field(4..6)?,
+        field(6..8)?,
+        field(9..11)?,
+        field(11..13)?,
+        field(13..15)?,
+        0,
+    )
+    .map_err(|_| bad())?;
+    jiff::tz::TimeZone::UTC
+        .to_timestamp(civil)
+        .map(|t| t.as_second())
         .map_err(|_| bad())
 }
 

@@ -1,26 +1,45 @@
 //! SigV4's canonical request parts: headers, path and query as the signer
 //! saw them (the AWS spec's canonicalisation rules, as the SDKs apply them).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use super::{AuthError, hex_digit, incomplete};
 
-/// The values of header `name` (lowercase), in the order received.
-pub(super) fn header_values<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Vec<&'a str> {
-    headers
+/// How many values a request has for one header, and the value when it has
+/// exactly one (the checks that need a single value read no more; nothing
+/// is collected, as this runs on every signed request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HeaderValue<'a> {
+    /// The header is absent.
+    Absent,
+    /// The header's one value.
+    One(&'a str),
+    /// The header was sent more than once.
+    Repeated,
+}
+
+/// The value(s) of header `name` (lowercase).
+pub(super) fn header_value<'a>(headers: &[(&'a str, &'a str)], name: &str) -> HeaderValue<'a> {
+    let mut values = headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| *v)
-        .collect()
+        .map(|(_, v)| *v);
+    match (values.next(), values.next()) {
+        (None, _) => HeaderValue::Absent,
+        (Some(value), None) => HeaderValue::One(value),
+        (Some(_), Some(_)) => HeaderValue::Repeated,
+    }
 }
 
 /// `name:value\n` for each signed header, in the (sorted) signed order.
+/// `signed` is the (already checked) `SignedHeaders` value.
 pub(super) fn canonical_headers(
-    signed: &[&str],
+    signed: &str,
     headers: &[(&str, &str)],
 ) -> Result<String, AuthError> {
     let mut out = String::with_capacity(256);
-    for name in signed {
+    for name in signed.split(';') {
         out.push_str(name);
         out.push(':');
         // The values in the order received, without collecting them.
@@ -62,7 +81,11 @@ pub(super) fn push_trimmed(out: &mut String, value: &str) {
 /// The path normalised as the SDK does (an empty path is `/`; empty, `.` and
 /// `..` segments removed; a trailing slash kept) and then percent-encoded as
 /// it arrived, `/` kept.
-pub(super) fn canonical_uri(path: &str) -> String {
+pub(super) fn canonical_uri(path: &str) -> Cow<'_, str> {
+    // Every Cloud Map call is a POST to `/`.
+    if path == "/" || path.is_empty() {
+        return Cow::Borrowed("/");
+    }
     let mut segments: Vec<&str> = Vec::new();
     for segment in path.split('/') {
         match segment {
@@ -85,7 +108,7 @@ pub(super) fn canonical_uri(path: &str) -> String {
     if out.is_empty() || trailing_slash {
         out.push('/');
     }
-    out
+    Cow::Owned(out)
 }
 
 /// RFC 3986 percent-encoding: everything but `A-Z a-z 0-9 - _ . ~` as `%XX`
