@@ -58,6 +58,7 @@ fn main() {
             .commit(Commit {
                 changes: &[Change::PutNamespace(ns.clone())],
                 existed: &[false],
+                bumps: &[],
             })
             .unwrap();
         let services = total.div_ceil(per_service);
@@ -123,6 +124,7 @@ fn main() {
                 .commit(Commit {
                     changes: &batch,
                     existed: &vec![false; batch.len()],
+                    bumps: &[],
                 })
                 .unwrap();
         }

@@ -132,7 +132,9 @@ impl Submission {
                 } => sub.instance(service_id.clone(), instance_id),
                 // Operation records have unique ids; retention trims them
                 // again on the next write if a batch overshoots.
-                Change::PutOperation(_) | Change::DeleteOperation(_) => {}
+                Change::PutOperation(_)
+                | Change::DeleteOperation(_)
+                | Change::SetServiceRevision { .. } => {}
             }
             sub.changes.push(change);
         }
@@ -256,7 +258,10 @@ pub(super) fn written_by(index: &Index, changes: &[Change]) -> Written {
                 keys.insert(Key::Instance(service_id.clone(), instance_id.clone()));
                 keys.insert(Key::Instances(service_id.clone()));
             }
-            Change::PutOperation(_) | Change::DeleteOperation(_) => {}
+            // A revision alone: bumps commute (as above).
+            Change::PutOperation(_)
+            | Change::DeleteOperation(_)
+            | Change::SetServiceRevision { .. } => {}
         }
     }
     Written::Keys(keys)

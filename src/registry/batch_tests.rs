@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::registry::model::{Instance, NamespaceType, Owner, Tag};
-use crate::registry::store::{Commit, Snapshot, Store, StoreResult};
+use crate::registry::store::{Commit, Committed, Snapshot, Store, StoreResult};
 use crate::registry::tests::{a_records, create_ns, create_svc};
 use crate::registry::{RegisterInstance, Registry, RegistryConfig, now_millis};
 
@@ -257,13 +257,13 @@ impl Store for Arc<Gate> {
         Ok(Snapshot::default())
     }
 
-    fn commit(&self, _commit: Commit<'_>) -> StoreResult<()> {
+    fn commit(&self, _commit: Commit<'_>) -> StoreResult<Committed> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         let mut open = self.open.lock().unwrap();
         while !*open {
             open = self.opened.wait(open).unwrap();
         }
-        Ok(())
+        Ok(Committed::default())
     }
 
     fn describe(&self) -> String {

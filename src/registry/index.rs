@@ -196,6 +196,14 @@ impl Index {
                 }
                 self.operations.insert(op.id.clone(), op);
             }
+            Change::SetServiceRevision {
+                service_id,
+                revision,
+            } => {
+                if let Some(entry) = self.services.get_mut(&service_id) {
+                    entry.service.revision = revision;
+                }
+            }
             Change::DeleteOperation(id) => {
                 if let Some(old) = self.operations.remove(&id) {
                     self.operation_order.remove(&(old.sequence, old.id.clone()));
@@ -239,6 +247,7 @@ impl Index {
             } => self.instance(service_id, instance_id).is_some(),
             Change::PutOperation(o) => self.operations.contains_key(&o.id),
             Change::DeleteOperation(id) => self.operations.contains_key(id),
+            Change::SetServiceRevision { service_id, .. } => self.services.contains_key(service_id),
         }
     }
 

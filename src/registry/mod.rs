@@ -45,6 +45,14 @@ pub use store::{
 };
 use validate::MAX_INSTANCES_PER_SERVICE;
 
+/// Where a committed write went.
+enum Applied {
+    /// Into the index, which then had this version.
+    Now(u64),
+    /// To the store only: its watch applies it, as of this store revision.
+    Later(i64),
+}
+
 /// Errors of registry operations. Each variant maps onto one Cloud Map error
 /// type (see [`Error::aws_type`]) so the API layer stays a thin translation.
 #[derive(Debug, thiserror::Error)]
@@ -375,8 +383,19 @@ impl Registry {
             let result = self.commit(merged.changes);
             let accepted = merged.accepted;
             match result {
-                Ok(version) => {
-                    history.record(version, merged.written);
+                Ok(applied) => {
+                    match applied {
+                        Applied::Now(version) => history.record(version, merged.written),
+                        Applied::Later(revision) => {
+                            // The watch applies it (and records it in the
+                            // history), which needs the history lock.
+                            drop(history);
+                            if let Err(e) = self.store.catch_up(revision, CATCH_UP_TIMEOUT) {
+                                tracing::warn!(error = %e, "a committed write is not visible on this replica yet");
+                            }
+                            self.settle();
+                        }
+                    }
                     stats.commits.fetch_add(1, Relaxed);
                     stats.writes.fetch_add(accepted.len() as u64, Relaxed);
                     verdicts.extend(accepted.into_iter().map(|t| (t, batch::Verdict::Committed)));
@@ -421,21 +440,55 @@ impl Registry {
         }
     }
 
-    /// Persists `changes` and then makes them visible to readers; returns
-    /// the index version they made.
-    fn commit(&self, changes: Vec<Change>) -> Result<u64> {
+    /// Persists `changes` and then makes them visible to readers: at once
+    /// (the index version they made), or through the store's watch.
+    fn commit(&self, changes: Vec<Change>) -> Result<Applied> {
         if changes.is_empty() {
-            return Ok(self.read().version());
+            return Ok(Applied::Now(self.read().version()));
         }
-        let existed: Vec<bool> = {
-            let index = self.read();
-            changes.iter().map(|c| index.holds(c)).collect()
-        };
-        self.store.commit(Commit {
+        let index = self.read();
+        let existed: Vec<bool> = changes.iter().map(|c| index.holds(c)).collect();
+        // The services whose revision this write grows, with what the index had.
+        let bumps: Vec<store::Bump<'_>> = changes
+            .iter()
+            .filter_map(|c| {
+                let Change::PutService(svc) = c else {
+                    return None;
+                };
+                let old = &index.service(&svc.id)?.service;
+                (svc.revision != old.revision).then(|| {
+                    let mut settings = svc.clone();
+                    settings.revision = old.revision;
+                    store::Bump {
+                        service_id: &svc.id,
+                        previous: old.revision,
+                        record_unchanged: settings == *old,
+                    }
+                })
+            })
+            .collect();
+        drop(index);
+        let committed = self.store.commit(Commit {
             changes: &changes,
             existed: &existed,
+            bumps: &bumps,
         })?;
-        Ok(self.apply(changes))
+        drop(bumps);
+        if let Some(revision) = committed.pending {
+            return Ok(Applied::Later(revision));
+        }
+        let mut changes = changes;
+        // The store's revisions replace the planned ones (after them).
+        changes.extend(
+            committed
+                .revisions
+                .into_iter()
+                .map(|(service_id, revision)| Change::SetServiceRevision {
+                    service_id,
+                    revision,
+                }),
+        );
+        Ok(Applied::Now(self.apply(changes)))
     }
 
     /// Applies changes to the index as one batch and wakes subscribers;

@@ -106,6 +106,8 @@ pub fn copy(
             to.commit(Commit {
                 changes: part,
                 existed: &vec![existed; part.len()],
+                // Records are copied as they are, revisions included.
+                bumps: &[],
             })?;
             done += part.len();
             progress(done, total);

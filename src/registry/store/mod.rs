@@ -133,6 +133,16 @@ pub enum Change {
     PutOperation(Operation),
     /// Remove an operation record (retention).
     DeleteOperation(String),
+    /// Set a service's `InstancesRevision` to what a shared store assigned
+    /// (see [`Committed::revisions`]). Only ever applied to the index: it
+    /// comes from the store, after a commit or from its watch, and is never
+    /// committed to one.
+    SetServiceRevision {
+        /// The service.
+        service_id: String,
+        /// Its revision.
+        revision: u64,
+    },
 }
 
 impl Change {
@@ -158,6 +168,41 @@ pub struct Commit<'a> {
     pub changes: &'a [Change],
     /// `existed[i]`: the record `changes[i]` writes was in the index.
     pub existed: &'a [bool],
+    /// The services whose `InstancesRevision` the write grows (their
+    /// instance set changed): each has a [`Change::PutService`] in
+    /// `changes`.
+    pub bumps: &'a [Bump<'a>],
+}
+
+/// A service whose `InstancesRevision` a commit grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bump<'a> {
+    /// The service.
+    pub service_id: &'a str,
+    /// Its revision in the index the write was planned on.
+    pub previous: u64,
+    /// Whether its record changes only in its revision (so a shared store
+    /// need not rewrite the record itself).
+    pub record_unchanged: bool,
+}
+
+/// What a store did with a commit beyond persisting it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The `InstancesRevision` a shared store assigned to each bumped
+    /// service, which replaces the one the registry planned: on etcd it is
+    /// derived from the transaction's revision, so concurrent writers on
+    /// several replicas need not serialise on the service record to keep it
+    /// strictly increasing. Empty for local stores (the planned revisions
+    /// stand).
+    pub revisions: Vec<(String, u64)>,
+    /// `Some(revision)`: the write is durable at that store revision, but
+    /// the index must take it from the store's watch (after everything
+    /// before it) rather than apply it now — another replica changed what
+    /// it touches since this one last looked. The writer waits with
+    /// [`Store::catch_up`] before acknowledging, so it still reads its own
+    /// write.
+    pub pending: Option<i64>,
 }
 
 /// Everything a store holds, as loaded at start-up.
@@ -210,7 +255,7 @@ pub trait Store: Send + Sync {
     fn load(&self) -> StoreResult<Snapshot>;
     /// Persists a batch atomically; once this returns `Ok` the changes survive
     /// a crash of the process or the machine (or of a store member).
-    fn commit(&self, commit: Commit<'_>) -> StoreResult<()>;
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<Committed>;
     /// Starts delivering other writers' changes to `follower`, from the
     /// revision [`Store::load`] read on. Local stores have no other writers.
     fn follow(&self, _follower: Weak<dyn Follower>) -> StoreResult<()> {
@@ -257,8 +302,8 @@ impl Store for MemoryStore {
         Ok(Snapshot::default())
     }
 
-    fn commit(&self, _commit: Commit<'_>) -> StoreResult<()> {
-        Ok(())
+    fn commit(&self, _commit: Commit<'_>) -> StoreResult<Committed> {
+        Ok(Committed::default())
     }
 
     fn describe(&self) -> String {

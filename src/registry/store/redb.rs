@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Change, Commit, Snapshot, Store, StoreError, StoreResult};
+use super::{Change, Commit, Committed, Snapshot, Store, StoreError, StoreResult};
+use crate::registry::model::Service;
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
@@ -253,10 +254,10 @@ impl Store for RedbStore {
         self.path.display().to_string()
     }
 
-    fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<Committed> {
         let changes = commit.changes;
         if changes.is_empty() {
-            return Ok(());
+            return Ok(Committed::default());
         }
         let mut txn = self.db.begin_write().map_err(redb::Error::from)?;
         txn.set_durability(Durability::Immediate)
@@ -300,10 +301,27 @@ impl Store for RedbStore {
                     Change::DeleteOperation(id) => {
                         ops.remove(id.as_str()).map_err(redb::Error::from)?;
                     }
+                    Change::SetServiceRevision {
+                        service_id,
+                        revision,
+                    } => {
+                        let stored = svc
+                            .get(service_id.as_str())
+                            .map_err(redb::Error::from)?
+                            .map(|bytes| {
+                                decode::<Service>("services", service_id.as_str(), bytes.value())
+                            })
+                            .transpose()?;
+                        if let Some(mut record) = stored {
+                            record.revision = *revision;
+                            svc.insert(service_id.as_str(), encode(&record)?.as_slice())
+                                .map_err(redb::Error::from)?;
+                        }
+                    }
                 }
             }
         }
         txn.commit().map_err(redb::Error::from)?;
-        Ok(())
+        Ok(Committed::default())
     }
 }

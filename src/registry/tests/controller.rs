@@ -329,7 +329,10 @@ impl Store for Arc<SmallCommits> {
         Ok(Snapshot::default())
     }
 
-    fn commit(&self, commit: Commit<'_>) -> crate::registry::store::StoreResult<()> {
+    fn commit(
+        &self,
+        commit: Commit<'_>,
+    ) -> crate::registry::store::StoreResult<crate::registry::store::Committed> {
         assert!(
             commit.changes.len() <= self.max,
             "a commit of {} changes, more than {}",
@@ -338,7 +341,7 @@ impl Store for Arc<SmallCommits> {
         );
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok(Default::default())
     }
 
     fn max_changes(&self) -> Option<usize> {

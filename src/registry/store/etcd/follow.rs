@@ -11,7 +11,7 @@ use etcd_client::{EventType, GetOptions, WatchOptions, WatchRequestSender};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::layout::{self, Keys, change_of};
+use super::layout::{self, KeyKind, Keys, Revisions, change_of, instances_revision, revision_base};
 use super::members::{Failure, Members};
 use crate::registry::store::{Change, Follower};
 
@@ -30,6 +30,9 @@ pub(super) struct Applied {
     /// Keys this replica wrote at a revision newer than `revision`: the
     /// index holds them as of that write.
     pub(super) own: HashMap<String, i64>,
+    /// Each service's revision key as the index holds it: base and the
+    /// revision that wrote it (its `InstancesRevision` is their sum).
+    pub(super) revisions: Revisions,
 }
 
 /// When the replica last confirmed it held everything etcd had.
@@ -120,11 +123,46 @@ impl Shared {
     pub(super) fn accept(&self, events: &[Event], revision: i64) -> Vec<Change> {
         let mut applied = self.applied();
         let mut changes = Vec::with_capacity(events.len());
+        let news = |applied: &Applied, key: &str, rev: i64| {
+            !applied.own.get(key).is_some_and(|own| *own >= rev)
+        };
+        // Revision keys first: a service record in the same response then
+        // gets the revision its key gives.
         for (key, rev, value) in events {
-            if applied.own.get(key).is_some_and(|own| own >= rev) {
+            let KeyKind::Revision(id) = self.keys.kind(key) else {
+                continue;
+            };
+            if !news(&applied, key, *rev) {
+                continue;
+            }
+            match value.as_deref().map(|v| revision_base(key, v)) {
+                Some(Ok(base)) => {
+                    applied.revisions.insert(id.to_string(), (base, *rev));
+                    changes.push(Change::SetServiceRevision {
+                        service_id: id.to_string(),
+                        revision: instances_revision(base, *rev),
+                    });
+                }
+                Some(Err(e)) => warn!(error = %e, "skipping an undecodable revision key"),
+                // Deleted with its service.
+                None => {
+                    applied.revisions.remove(id);
+                }
+            }
+        }
+        for (key, rev, value) in events {
+            if !news(&applied, key, *rev) {
                 continue;
             }
             match change_of(&self.keys, key, value.as_deref()) {
+                Ok(Some(Change::PutService(mut service))) => {
+                    // The record's own revision is the base's history; the
+                    // key's sum is the revision (see `layout::snapshot_of`).
+                    if let Some(&(base, at)) = applied.revisions.get(&service.id) {
+                        service.revision = instances_revision(base, at);
+                    }
+                    changes.push(Change::PutService(service));
+                }
                 Ok(Some(c)) => changes.push(c),
                 Ok(None) => {}
                 // A record this build cannot read: skipping it keeps the
@@ -286,7 +324,7 @@ async fn relist(shared: &Arc<Shared>, follower: &Weak<dyn Follower>) {
         let snapshot = read.and_then(|(kvs, revision)| {
             layout::snapshot_of(&shared.keys, &kvs, revision).map(|s| (s, revision))
         });
-        let (snapshot, revision) = match snapshot {
+        let ((snapshot, revisions), revision) = match snapshot {
             Ok(s) => s,
             Err(e) => {
                 shared.problem(format!("cannot re-read the registry: {e}"));
@@ -298,6 +336,7 @@ async fn relist(shared: &Arc<Shared>, follower: &Weak<dyn Follower>) {
             return;
         };
         let mut snapshot = Some(snapshot);
+        let mut revisions = Some(revisions);
         let resetting = Arc::clone(shared);
         // Off the runtime's worker, as in `watch_loop`.
         let replaced = tokio::task::spawn_blocking(move || {
@@ -305,6 +344,7 @@ async fn relist(shared: &Arc<Shared>, follower: &Weak<dyn Follower>) {
                 let mut applied = resetting.applied();
                 applied.revision = revision;
                 applied.own.clear();
+                applied.revisions = revisions.take().unwrap_or_default();
                 drop(applied);
                 resetting.caught_up.notify_all();
                 snapshot.take().unwrap_or_default()

@@ -37,6 +37,10 @@ pub(super) enum KeyKind<'k> {
     Instance(&'k str, &'k str),
     /// An operation record.
     Operation(&'k str),
+    /// A service's instance-set revision key (`rev/<service id>`, see the
+    /// store's module docs): its value is the revision's base, and etcd's
+    /// `mod_revision` of it is added.
+    Revision(&'k str),
     /// Something this build does not know.
     Unknown,
 }
@@ -48,6 +52,11 @@ impl Keys {
 
     pub(super) fn structure(&self) -> String {
         format!("{}structure", self.prefix)
+    }
+
+    /// The instance-set revision key of a service.
+    pub(super) fn revision(&self, service_id: &str) -> String {
+        format!("{}rev/{service_id}", self.prefix)
     }
 
     /// The key a change writes.
@@ -65,6 +74,7 @@ impl Keys {
             } => format!("{p}inst/{service_id}/{instance_id}"),
             Change::PutOperation(o) => format!("{p}op/{}", o.id),
             Change::DeleteOperation(id) => format!("{p}op/{id}"),
+            Change::SetServiceRevision { service_id, .. } => format!("{p}rev/{service_id}"),
         }
     }
 
@@ -85,6 +95,9 @@ impl Keys {
         }
         if let Some(id) = rest.strip_prefix("op/") {
             return KeyKind::Operation(id);
+        }
+        if let Some(id) = rest.strip_prefix("rev/") {
+            return KeyKind::Revision(id);
         }
         // Service ids never hold a slash; instance ids may.
         if let Some((service, instance)) =
@@ -151,7 +164,8 @@ pub(super) fn change_of(
         },
         (KeyKind::Operation(_), Some(v)) => Change::PutOperation(decode("operations", key, v)?),
         (KeyKind::Operation(id), None) => Change::DeleteOperation(id.to_string()),
-        (KeyKind::Meta | KeyKind::Structure, _) => return Ok(None),
+        // Revisions are combined with their service records by the caller.
+        (KeyKind::Meta | KeyKind::Structure | KeyKind::Revision(_), _) => return Ok(None),
         (KeyKind::Unknown, _) => {
             warn!(key, "ignoring an unknown key under the registry prefix");
             return Ok(None);
@@ -267,14 +281,44 @@ pub(super) async fn read_all(members: &Members, keys: &Keys) -> StoreResult<(Vec
     ))
 }
 
-/// The snapshot the listed keys make up.
-pub(super) fn snapshot_of(keys: &Keys, kvs: &[KeyValue], revision: i64) -> StoreResult<Snapshot> {
+/// A service's `InstancesRevision` on etcd: the base its revision key holds
+/// plus the etcd revision that last wrote the key. Every transaction that
+/// changes the service's instance set writes the key, and etcd's revisions
+/// grow with every transaction, so the sum grows strictly whichever replica
+/// wrote (see the module docs).
+pub(super) fn instances_revision(base: u64, mod_revision: i64) -> u64 {
+    base.saturating_add(u64::try_from(mod_revision).unwrap_or(0))
+}
+
+/// The base a revision key holds (a decimal number).
+pub(super) fn revision_base(key: &str, value: &[u8]) -> StoreResult<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Refused(format!("revision key {key} does not hold a number")))
+}
+
+/// The services' revision keys in a listing: service id → (base, mod_revision).
+pub(super) type Revisions = std::collections::HashMap<String, (u64, i64)>;
+
+/// The snapshot the listed keys make up, and the services' revision keys.
+pub(super) fn snapshot_of(
+    keys: &Keys,
+    kvs: &[KeyValue],
+    revision: i64,
+) -> StoreResult<(Snapshot, Revisions)> {
     let mut snap = Snapshot {
         revision,
         ..Snapshot::default()
     };
+    let mut revisions = Revisions::new();
     for kv in kvs {
         let key = String::from_utf8_lossy(kv.key());
+        if let KeyKind::Revision(id) = keys.kind(&key) {
+            let base = revision_base(&key, kv.value())?;
+            revisions.insert(id.to_string(), (base, kv.mod_revision()));
+            continue;
+        }
         match change_of(keys, &key, Some(kv.value()))? {
             Some(Change::PutNamespace(n)) => snap.namespaces.push(n),
             Some(Change::PutService(s)) => snap.services.push(s),
@@ -283,7 +327,14 @@ pub(super) fn snapshot_of(keys: &Keys, kvs: &[KeyValue], revision: i64) -> Store
             _ => {}
         }
     }
-    Ok(snap)
+    // A service without a revision key (none of its instances changed on
+    // etcd yet, or copied in) has the revision its record holds.
+    for service in &mut snap.services {
+        if let Some(&(base, at)) = revisions.get(&service.id) {
+            service.revision = instances_revision(base, at);
+        }
+    }
+    Ok((snap, revisions))
 }
 
 #[cfg(test)]
@@ -310,6 +361,13 @@ mod tests {
         ));
         assert!(matches!(keys.kind("/w/op/o-1"), KeyKind::Operation("o-1")));
         assert!(matches!(keys.kind("/w/structure"), KeyKind::Structure));
+        assert!(matches!(
+            keys.kind("/w/rev/srv-1"),
+            KeyKind::Revision("srv-1")
+        ));
+        assert_eq!(revision_base("/w/rev/srv-1", b"41").unwrap(), 41);
+        assert!(revision_base("/w/rev/srv-1", b"x").is_err());
+        assert_eq!(instances_revision(41, 1000), 1041);
         assert!(matches!(keys.kind("/w/inst/no-slash"), KeyKind::Unknown));
         assert!(matches!(keys.kind("/other/ns/x"), KeyKind::Unknown));
         assert!(matches!(

@@ -17,8 +17,19 @@
 //!   `structure`, under the same check, so such writes are serialised: a
 //!   name is taken once, and a namespace is deleted only when it is empty.
 //!
-//! A service's `InstancesRevision` lives in its record, which every
-//! instance-set change rewrites, so it grows strictly across replicas.
+//! A service's `InstancesRevision` is not in its record, which would make
+//! every two writers of one service on different replicas refuse each
+//! other. Every transaction that changes a service's instance set writes
+//! the service's `rev/<id>` key, unchecked; the revision is that key's value
+//! (a base: the record's revision when the key was first written, so
+//! revisions copied in or older than the key carry on) plus the etcd
+//! revision that last wrote the key (`layout::instances_revision`). etcd's
+//! revision grows with every transaction, so the service's revision grows
+//! strictly whichever replica wrote. The transaction also reads the key
+//! first: when another replica's change to the instance set is not in this
+//! replica's index yet, the write is applied through the watch, after that
+//! change, instead of at once, so one revision never stands for two
+//! instance sets. A service is deleted only if its key is unchanged.
 //! Operation records have random ids and no checks. A refused transaction
 //! becomes [`StoreError::Conflict`]; the registry plans the write again once
 //! this replica has applied the newer revision.
@@ -46,13 +57,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::runtime::Runtime;
 
 use self::follow::Shared;
 use self::layout::{Keys, value_of};
 use self::members::{Failure, Members};
-use super::{Change, Commit, Follower, Snapshot, Store, StoreError, StoreResult, StoreStatus};
+use super::{
+    Bump, Change, Commit, Committed, Follower, Snapshot, Store, StoreError, StoreResult,
+    StoreStatus,
+};
 
 /// Client certificates for etcd.
 #[derive(Debug, Clone, Default)]
@@ -148,7 +162,9 @@ impl Drop for EtcdStore {
 
 /// What a transaction did: applied, or refused by its checks.
 enum Outcome {
-    Applied(i64),
+    /// Applied at this revision; the response when this attempt got it
+    /// (not when a lost answer was resolved by reading back).
+    Applied(i64, Option<TxnResponse>),
     Refused(i64),
 }
 
@@ -235,7 +251,7 @@ impl EtcdStore {
     ) -> StoreResult<Outcome> {
         let revision = response.header().map_or(0, |h| h.revision());
         if response.succeeded() {
-            return Ok(Outcome::Applied(revision));
+            return Ok(Outcome::Applied(revision, Some(response)));
         }
         if let (true, Some((key, value))) = (uncertain, marker) {
             let got = self
@@ -249,7 +265,7 @@ impl EtcdStore {
             if let Some(kv) = got.kvs().first()
                 && kv.value() == value.as_slice()
             {
-                return Ok(Outcome::Applied(kv.mod_revision()));
+                return Ok(Outcome::Applied(kv.mod_revision(), None));
             }
         }
         Ok(Outcome::Refused(revision))
@@ -263,26 +279,39 @@ impl Store for EtcdStore {
             layout::check_meta(&shared.members, &shared.keys).await?;
             layout::read_all(&shared.members, &shared.keys).await
         })?;
-        let snapshot = layout::snapshot_of(self.keys(), &kvs, revision)?;
+        let (snapshot, revisions) = layout::snapshot_of(self.keys(), &kvs, revision)?;
         let mut applied = self.shared.applied();
         applied.revision = revision;
         applied.own.clear();
+        applied.revisions = revisions;
         drop(applied);
         self.shared.confirm();
         Ok(snapshot)
     }
 
-    fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<Committed> {
         if commit.changes.is_empty() {
-            return Ok(());
+            return Ok(Committed::default());
         }
         let keys = self.keys();
+        let bumps: HashMap<&str, &Bump<'_>> =
+            commit.bumps.iter().map(|b| (b.service_id, b)).collect();
         // etcd refuses a key twice in one transaction: the last change to a
         // key wins, checked against what the index had before the first.
         let mut order: Vec<String> = Vec::with_capacity(commit.changes.len());
         let mut by_key: HashMap<String, (&Change, bool)> = HashMap::new();
         let mut structural = false;
+        let mut deleted_services = Vec::new();
         for (change, &existed) in commit.changes.iter().zip(commit.existed) {
+            match change {
+                Change::SetServiceRevision { .. } => {
+                    return Err(StoreError::Refused(
+                        "a service's revision is assigned by the store, not written to it".into(),
+                    ));
+                }
+                Change::DeleteService(id) => deleted_services.push(id.as_str()),
+                _ => {}
+            }
             structural |= change.is_structural(existed);
             let key = keys.of(change);
             match by_key.get_mut(&key) {
@@ -297,11 +326,24 @@ impl Store for EtcdStore {
         let mut compares = Vec::new();
         let mut ops = Vec::with_capacity(order.len() + 1);
         let mut marker = None;
-        for key in &order {
-            let (change, existed) = by_key[key];
+        let mut written = Vec::with_capacity(order.len() + bumps.len() + 1);
+        for key in order {
+            let (change, existed) = by_key[&key];
+            // A service record whose revision alone changed is not
+            // rewritten: its revision key is (below), so writers of one
+            // service on several replicas do not refuse each other. It must
+            // still exist.
+            if let Change::PutService(svc) = change
+                && bumps
+                    .get(svc.id.as_str())
+                    .is_some_and(|b| b.record_unchanged)
+            {
+                compares.push(Compare::version(key, CompareOp::Greater, 0));
+                continue;
+            }
             let checked = !matches!(change, Change::PutOperation(_) | Change::DeleteOperation(_));
             if checked {
-                let known = Shared::known(&applied, key);
+                let known = Shared::known(&applied, &key);
                 compares.push(Compare::mod_revision(
                     key.clone(),
                     CompareOp::Less,
@@ -320,6 +362,51 @@ impl Store for EtcdStore {
                 }
                 None => TxnOp::delete(key.clone(), None),
             });
+            written.push(key);
+        }
+        // A service is deleted only if no other replica changed its
+        // instance set since this one looked (its revision key is
+        // unchanged); the key goes with it.
+        for id in &deleted_services {
+            let key = keys.revision(id);
+            let known = Shared::known(&applied, &key);
+            compares.push(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Less,
+                known + 1,
+            ));
+            ops.push(TxnOp::delete(key, None));
+        }
+        // Each bumped service's revision key, unchecked: this transaction's
+        // etcd revision makes its `InstancesRevision` (`layout::instances_revision`).
+        // The base is what the key already holds, or for its first write the
+        // revision the record gives (the same on every replica).
+        //
+        // The key is read just before it is written: if another replica
+        // changed the instance set since this one last saw it, this
+        // replica's index lacks that change, and giving the service this
+        // transaction's revision now would let one revision stand for two
+        // instance sets. The index then takes this write through its watch,
+        // in etcd's order (`Committed::pending`).
+        let mut assigned = Vec::with_capacity(bumps.len());
+        for bump in commit.bumps {
+            if deleted_services.contains(&bump.service_id) {
+                continue;
+            }
+            let base = applied
+                .revisions
+                .get(bump.service_id)
+                .map_or(bump.previous, |&(base, _)| base);
+            let key = keys.revision(bump.service_id);
+            let known = Shared::known(&applied, &key);
+            let read_at = ops.len();
+            ops.push(TxnOp::get(
+                key.clone(),
+                Some(GetOptions::new().with_keys_only()),
+            ));
+            ops.push(TxnOp::put(key.clone(), base.to_string(), None));
+            written.push(key);
+            assigned.push((bump.service_id.to_string(), base, read_at, known));
         }
         if structural {
             let key = keys.structure();
@@ -330,7 +417,7 @@ impl Store for EtcdStore {
                 known + 1,
             ));
             ops.push(TxnOp::put(key.clone(), Vec::new(), None));
-            order.push(key);
+            written.push(key);
         }
         drop(applied);
         let limit = self.config.max_txn_ops;
@@ -344,12 +431,48 @@ impl Store for EtcdStore {
         }
         let txn = Txn::new().when(compares).and_then(ops);
         match self.runtime().block_on(self.send(txn, marker))? {
-            Outcome::Applied(revision) => {
+            Outcome::Applied(revision, response) => {
+                let replies = response.map(|r| r.op_responses());
+                let unseen = |read_at: usize, known: i64| {
+                    let Some(replies) = &replies else {
+                        // Answered by reading back: what the key held
+                        // before is not known.
+                        return true;
+                    };
+                    match replies.get(read_at) {
+                        Some(TxnOpResponse::Get(got)) => got
+                            .kvs()
+                            .first()
+                            .is_some_and(|kv| kv.mod_revision() > known),
+                        _ => true,
+                    }
+                };
+                if assigned.iter().any(|&(_, _, at, known)| unseen(at, known)) {
+                    // Nothing goes into `own`: the watch delivers this write
+                    // like another replica's, after the ones before it.
+                    return Ok(Committed {
+                        revisions: Vec::new(),
+                        pending: Some(revision),
+                    });
+                }
                 let mut applied = self.shared.applied();
-                for key in order {
+                for key in written {
                     applied.own.insert(key, revision);
                 }
-                Ok(())
+                for id in deleted_services {
+                    applied.revisions.remove(id);
+                }
+                let revisions = assigned
+                    .into_iter()
+                    .map(|(id, base, _, _)| {
+                        applied.revisions.insert(id.clone(), (base, revision));
+                        (id, layout::instances_revision(base, revision))
+                    })
+                    .collect();
+                Ok(Committed {
+                    revisions,
+                    pending: None,
+                })
             }
             Outcome::Refused(revision) => {
                 self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -462,6 +585,44 @@ mod tests {
         ] {
             assert!(EtcdConfig::from_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_services_revision_is_its_keys_base_plus_the_revision_that_wrote_it() {
+        let members = Members::new(&EtcdConfig::from_url("etcd://127.0.0.1:1").unwrap()).unwrap();
+        let shared = Shared::new("/w/", members, Duration::from_secs(5));
+        shared.applied().revision = 10;
+        let svc = r#"{"id":"srv-1","name":"api","namespace_id":"ns-1","description":null,"type":"HTTP","dns_config":null,"health_check_config":null,"health_check_custom_config":null,"attributes":{},"creator_request_id":null,"create_date":0,"update_date":0,"revision":7,"owner":{"kind":"api"},"tags":[]}"#;
+        // Another replica's update of the record and a registration, in
+        // one response: the record's stale revision is replaced.
+        let events = vec![
+            (
+                "/w/svc/srv-1".to_string(),
+                20,
+                Some(svc.as_bytes().to_vec()),
+            ),
+            ("/w/rev/srv-1".to_string(), 20, Some(b"3".to_vec())),
+        ];
+        let changes = shared.accept(&events, 20);
+        let revision_of = |c: &Change| match c {
+            Change::PutService(s) => Some(s.revision),
+            Change::SetServiceRevision { revision, .. } => Some(*revision),
+            _ => None,
+        };
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(
+            changes.iter().all(|c| revision_of(c) == Some(23)),
+            "{changes:?}"
+        );
+        assert_eq!(shared.applied().revisions["srv-1"], (3, 20));
+        // This replica's own later write of the key shadows an older event.
+        shared.applied().own.insert("/w/rev/srv-1".into(), 30);
+        let older = vec![("/w/rev/srv-1".to_string(), 25, Some(b"3".to_vec()))];
+        assert!(shared.accept(&older, 25).is_empty());
+        // The key goes with its service.
+        let gone = vec![("/w/rev/srv-1".to_string(), 40, None)];
+        shared.accept(&gone, 40);
+        assert!(shared.applied().revisions.is_empty());
     }
 
     #[test]
