@@ -124,7 +124,7 @@ impl Shared {
         let mut applied = self.applied();
         let mut changes = Vec::with_capacity(events.len());
         let news = |applied: &Applied, key: &str, rev: i64| {
-            !applied.own.get(key).is_some_and(|own| *own >= rev)
+            applied.own.get(key).is_none_or(|own| *own < rev)
         };
         // Revision keys first: a service record in the same response then
         // gets the revision its key gives.
