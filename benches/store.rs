@@ -379,9 +379,14 @@ async fn main() {
         .iter()
         .filter_map(|r| r.metric("waymark_store_conflicts_total"))
         .sum();
+    let through_watch: f64 = replicas
+        .iter()
+        .filter_map(|r| r.metric("waymark_store_writes_through_watch_total"))
+        .sum();
     let (after, s_batch) = batching(&all, start);
     println!(
-        "etcd, 3 replicas: {s_rps:.0} registrations/s, {} ({conflicts:.0} etcd transactions refused); {s_batch}",
+        "etcd, 3 replicas: {s_rps:.0} registrations/s, {} ({conflicts:.0} etcd transactions refused, \
+         {through_watch:.0} applied through the watch); {s_batch}",
         summary(s_lat)
     );
     let (one_rps, one_lat) =

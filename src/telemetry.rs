@@ -94,6 +94,7 @@ struct RegistryCollector {
     store_lag: Gauge,
     store_conflicts: IntCounter,
     store_relists: IntCounter,
+    store_through_watch: IntCounter,
     commits: IntCounter,
     writes: IntCounter,
     replanned: IntCounter,
@@ -130,6 +131,10 @@ impl RegistryCollector {
             "waymark_store_relists_total",
             "Times this replica re-read the whole shared store (a watch lost to compaction).",
         ))?;
+        let store_through_watch = IntCounter::with_opts(Opts::new(
+            "waymark_store_writes_through_watch_total",
+            "Store commits this replica applied through its watch instead of at once (another replica had changed the same service unseen).",
+        ))?;
         let c = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help));
         let commits = c(
             "waymark_registry_commits_total",
@@ -158,6 +163,7 @@ impl RegistryCollector {
         for m in [
             &store_conflicts,
             &store_relists,
+            &store_through_watch,
             &commits,
             &writes,
             &replanned,
@@ -175,6 +181,7 @@ impl RegistryCollector {
             store_lag,
             store_conflicts,
             store_relists,
+            store_through_watch,
             commits,
             writes,
             replanned,
@@ -204,6 +211,11 @@ impl Collector for RegistryCollector {
             .inc_by(store.conflicts.saturating_sub(self.store_conflicts.get()));
         self.store_relists
             .inc_by(store.relists.saturating_sub(self.store_relists.get()));
+        self.store_through_watch.inc_by(
+            store
+                .through_watch
+                .saturating_sub(self.store_through_watch.get()),
+        );
         let w = self.registry.write_stats();
         for (counter, now) in [
             (&self.commits, w.commits),
@@ -227,6 +239,7 @@ impl Collector for RegistryCollector {
         for c in [
             &self.store_conflicts,
             &self.store_relists,
+            &self.store_through_watch,
             &self.commits,
             &self.writes,
             &self.replanned,

@@ -232,6 +232,9 @@ pub struct StoreStatus {
     /// Writes refused because another writer got there first (each one is
     /// planned again).
     pub conflicts: u64,
+    /// Committed writes the replica took through its watch rather than at
+    /// once ([`Committed::pending`]).
+    pub through_watch: u64,
     /// Times the replica re-read the whole store (a watch lost to
     /// compaction, or broken for too long).
     pub relists: u64,

@@ -55,6 +55,8 @@ pub(super) struct Shared {
     pub(super) fresh: Mutex<Freshness>,
     pub(super) conflicts: AtomicU64,
     pub(super) relists: AtomicU64,
+    /// Own writes taken through the watch (`Committed::pending`).
+    pub(super) through_watch: AtomicU64,
     pub(super) stale_after: Duration,
     /// The watch's request side, for progress requests.
     pub(super) watch_requests: tokio::sync::Mutex<Option<WatchRequestSender>>,
@@ -78,6 +80,7 @@ impl Shared {
             }),
             conflicts: AtomicU64::new(0),
             relists: AtomicU64::new(0),
+            through_watch: AtomicU64::new(0),
             stale_after,
             watch_requests: tokio::sync::Mutex::new(None),
             restart_watch: Notify::new(),

@@ -450,6 +450,7 @@ impl Store for EtcdStore {
                 if assigned.iter().any(|&(_, _, at, known)| unseen(at, known)) {
                     // Nothing goes into `own`: the watch delivers this write
                     // like another replica's, after the ones before it.
+                    self.shared.through_watch.fetch_add(1, Ordering::Relaxed);
                     return Ok(Committed {
                         revisions: Vec::new(),
                         pending: Some(revision),
@@ -554,6 +555,7 @@ impl Store for EtcdStore {
             revision: self.shared.applied().revision,
             conflicts: self.shared.conflicts.load(Ordering::Relaxed),
             relists: self.shared.relists.load(Ordering::Relaxed),
+            through_watch: self.shared.through_watch.load(Ordering::Relaxed),
             lag_seconds: age.as_secs_f64(),
         }
     }
