@@ -1,6 +1,7 @@
 //! Logging and metrics: tracing set-up, the Prometheus registry, and the
 //! metrics server (`/metrics`, `/healthz`, `/readyz`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Opts, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, TextEncoder,
+};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -88,6 +91,7 @@ struct RegistryCollector {
     namespaces: IntGauge,
     services: IntGauge,
     instances: IntGauge,
+    by_health: IntGaugeVec,
     operations: IntGauge,
     store_stale: IntGauge,
     store_revision: IntGauge,
@@ -107,6 +111,13 @@ impl RegistryCollector {
         let namespaces = g("waymark_registry_namespaces", "Namespaces in the registry.")?;
         let services = g("waymark_registry_services", "Services in the registry.")?;
         let instances = g("waymark_registry_instances", "Registered instances.")?;
+        let by_health = IntGaugeVec::new(
+            Opts::new(
+                "waymark_registry_instances_by_health",
+                "Registered instances by registry namespace (its name) and the health Cloud Map reports for them.",
+            ),
+            &["registry_namespace", "health"],
+        )?;
         let operations = g(
             "waymark_registry_operations",
             "Operation records retained for GetOperation/ListOperations.",
@@ -160,6 +171,7 @@ impl RegistryCollector {
         .flat_map(|m| m.desc().into_iter().cloned())
         .collect();
         descs.extend(store_lag.desc().into_iter().cloned());
+        descs.extend(by_health.desc().into_iter().cloned());
         for m in [
             &store_conflicts,
             &store_relists,
@@ -175,6 +187,7 @@ impl RegistryCollector {
             namespaces,
             services,
             instances,
+            by_health,
             operations,
             store_stale,
             store_revision,
@@ -201,6 +214,23 @@ impl Collector for RegistryCollector {
         self.services.set(index.service_total() as i64);
         self.instances.set(index.instance_count() as i64);
         self.operations.set(index.operation_count() as i64);
+        // Counted afresh: namespaces and healths that are gone disappear.
+        let mut counts: HashMap<(&str, &str), i64> = HashMap::new();
+        for entry in index.services() {
+            let namespace = index
+                .namespace(&entry.service.namespace_id)
+                .map_or("", |n| n.name.as_str());
+            for instance in entry.instances.values() {
+                let health = entry.reported_health(instance).as_str();
+                *counts.entry((namespace, health)).or_default() += 1;
+            }
+        }
+        self.by_health.reset();
+        for ((namespace, health), n) in counts {
+            self.by_health
+                .with_label_values(&[namespace, health])
+                .set(n);
+        }
         drop(index);
         let store = self.registry.store_status();
         self.store_stale.set(i64::from(store.stale.is_some()));
@@ -236,6 +266,7 @@ impl Collector for RegistryCollector {
         .flat_map(|m| m.collect())
         .collect();
         out.extend(self.store_lag.collect());
+        out.extend(self.by_health.collect());
         for c in [
             &self.store_conflicts,
             &self.store_relists,
@@ -277,6 +308,15 @@ impl Telemetry {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         prom.register(Box::new(RegistryCollector::new(registry.clone())?))?;
+        let commits = Histogram::with_opts(
+            HistogramOpts::new(
+                "waymark_registry_commit_duration_seconds",
+                "Time to make one batch of writes durable in the store (an fsync, or an etcd transaction).",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.5, 12)?),
+        )?;
+        prom.register(Box::new(commits.clone()))?;
+        registry.observe_commits(move |took| commits.observe(took.as_secs_f64()));
         Ok(Self {
             registry: prom,
             ready: Arc::new(AtomicBool::new(false)),

@@ -183,6 +183,7 @@ nodeSelector: {{kubernetes.io/os: linux}}
 tolerations: [{{key: dedicated, operator: Equal, value: infra, effect: NoSchedule}}]
 affinity: {{nodeAffinity: {{preferredDuringSchedulingIgnoredDuringExecution: [{{weight: 1, preference: {{matchExpressions: [{{key: infra, operator: Exists}}]}}}}]}}}}
 serviceMonitor: {{enabled: true, labels: {{release: prometheus}}, relabelings: [{{action: labeldrop, regex: pod}}]}}
+dashboards: {{enabled: true, annotations: {{grafana_folder: Waymark}}}}
 networkPolicy:
   enabled: true
   ingress:
@@ -735,6 +736,18 @@ fn every_option_renders_objects_the_api_server_accepts() {
             "ServiceMonitor selects {k}"
         );
     }
+    // The Grafana dashboard, as Grafana's sidecar loads it: the chart's file, whole.
+    let dashboard = find(&docs, "ConfigMap", "wm-opts-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"],
+        "Waymark"
+    );
+    let shipped: Value =
+        serde_json::from_str(dashboard["data"]["waymark.json"].as_str().unwrap()).unwrap();
+    let file = repo_root().join("charts/waymark/dashboards/waymark.json");
+    let source: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert_eq!(shipped, source);
     let np = find(&docs, "NetworkPolicy", "wm-opts");
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     let sd = find(&docs, "ServiceDiscovery", "inventory-manager");
@@ -759,6 +772,7 @@ fn every_option_renders_objects_the_api_server_accepts() {
             "deployment.apps/wm-opts",
             "service/data-wm-opts",
             "networkpolicy.networking.k8s.io/wm-opts",
+            "configmap/wm-opts-dashboard",
             "servicediscovery.waymark.dev/inventory-manager",
         ],
     );

@@ -7,6 +7,7 @@ pub struct Metrics {
     pub(super) duration: prometheus::HistogramVec,
     pub(super) watch_events: prometheus::IntCounterVec,
     pub(super) event_to_registry: prometheus::Histogram,
+    pub(super) leader: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -45,6 +46,11 @@ impl Metrics {
             )
             .buckets(prometheus::exponential_buckets(0.0001, 2.5, 12)?),
         )?;
+        let leader = prometheus::IntGauge::new(
+            "waymark_controller_leader",
+            "1 while this replica leads (reconciles, writes status and probes), 0 on a standby.",
+        )?;
+        prom.register(Box::new(leader.clone()))?;
         prom.register(Box::new(reconciles.clone()))?;
         prom.register(Box::new(duration.clone()))?;
         prom.register(Box::new(watch_events.clone()))?;
@@ -54,6 +60,7 @@ impl Metrics {
             duration,
             watch_events,
             event_to_registry,
+            leader,
         })
     }
 }

@@ -177,6 +177,7 @@ pub async fn run(
     let (watches, synced) = watch::spawn_all(&client, &config, &tx);
     drop(tx);
     leader_tx.send_replace(config.lease.is_none());
+    metrics.leader.set(i64::from(config.lease.is_none()));
     let mut leader_rx = leader_tx.subscribe();
     // Without election the sender stays here, so receivers never see it closed.
     let mut _always_leader = None;
@@ -270,7 +271,9 @@ pub async fn run(
                 }
             }
             Ok(()) = leader_rx.changed() => {
-                if *leader_rx.borrow_and_update() {
+                let leading = *leader_rx.borrow_and_update();
+                ctl.metrics.leader.set(i64::from(leading));
+                if leading {
                     // Taking over: everything we dropped as a standby is
                     // written again.
                     ctl.sent_sd_status.clear();

@@ -226,7 +226,12 @@ pub struct Registry {
     store: Box<dyn Store>,
     // Counts commits; subscribers (the prober, caches) wake on each.
     generation: tokio::sync::watch::Sender<u64>,
+    // Told how long each store commit took (telemetry's histogram): the
+    // registry itself stays free of metrics.
+    commit_observer: std::sync::OnceLock<CommitObserver>,
 }
+
+type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -246,6 +251,7 @@ impl Registry {
             pipeline: batch::Pipeline::default(),
             store,
             generation: tokio::sync::watch::Sender::new(0),
+            commit_observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -253,6 +259,12 @@ impl Registry {
     pub fn in_memory() -> Self {
         Self::open(Box::new(MemoryStore), RegistryConfig::default())
             .expect("the memory store cannot fail")
+    }
+
+    /// Calls `observe` with the duration of every store commit (one batch
+    /// of writes made durable). Only the first observer set is kept.
+    pub fn observe_commits(&self, observe: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.commit_observer.set(Box::new(observe));
     }
 
     /// Settings.
@@ -468,11 +480,16 @@ impl Registry {
             })
             .collect();
         drop(index);
+        let started = std::time::Instant::now();
         let committed = self.store.commit(Commit {
             changes: &changes,
             existed: &existed,
             bumps: &bumps,
-        })?;
+        });
+        if let Some(observe) = self.commit_observer.get() {
+            observe(started.elapsed());
+        }
+        let committed = committed?;
         drop(bumps);
         if let Some(revision) = committed.pending {
             return Ok(Applied::Later(revision));

@@ -887,6 +887,136 @@ fn controller_metrics_are_exported() {
     }
 }
 
+/// Every metric the Grafana dashboard (charts/waymark/dashboards/waymark.json)
+/// queries, as its expressions name them.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/waymark/dashboards/waymark.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    let panels = dashboard["panels"].as_array().unwrap();
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} queries nothing");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            // Metric names: identifiers followed by a selector.
+            let mut rest = expr;
+            while let Some(at) = rest.find(['{', '[']) {
+                let before = &rest[..at];
+                let name = before
+                    .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("");
+                if !name.is_empty() && rest.as_bytes()[at] == b'{' {
+                    names.insert(name.to_string());
+                }
+                rest = &rest[at + 1..];
+                // Skip the selector's own contents.
+                if let Some(end) = rest.find(['}', ']']) {
+                    rest = &rest[end + 1..];
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_queries_only_metrics_waymark_exports() {
+    use std::sync::atomic::Ordering;
+    let wanted = dashboard_metrics();
+    assert!(wanted.len() > 30, "{wanted:?}");
+    let (port, code) = status_server();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let w = World::with(
+        "ctl-dashboard",
+        "DnsPrivate",
+        Setup {
+            extra_args: vec![
+                "--rate-limit".into(),
+                "1000".into(),
+                "--audit-log".into(),
+                audit.display().to_string(),
+                "--dns-rate-limit".into(),
+                "1".into(),
+                "--dns-rate-limit-burst".into(),
+                "1".into(),
+            ],
+            ..Setup::embedded()
+        },
+    );
+    // Something behind every panel: a pod with an active check that fails
+    // once (probes, a flip), API calls (one audited write), DNS queries
+    // beyond the rate limit and a malformed one.
+    w.discovery(
+        "web",
+        &format!(
+            "  selector: {{matchLabels: {{app: web}}}}\n  port: {port}\n  healthCheck: {{type: Http, path: /healthz, failureThreshold: 1, intervalSeconds: 1, timeoutSeconds: 1}}"
+        ),
+    );
+    w.pod("web-1", "app: web");
+    w.pod_status("web-1", &["127.0.0.1"], true);
+    w.expect("web", &[("web-1", "HEALTHY")]);
+    code.store(503, Ordering::SeqCst);
+    w.expect("web", &[("web-1", "UNHEALTHY")]);
+    let (status, _) = w.api(
+        "CreateHttpNamespace",
+        json!({"Name": format!("{}-api", w.ns.name)}),
+    );
+    assert_eq!(status, 200);
+    let dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    dns.send_to(b"\x12", ("127.0.0.1", w.dns_port)).unwrap();
+    let name = format!("web.{}", w.registry_ns);
+    for _ in 0..5 {
+        let _ = Command::new("dig")
+            .args([
+                "+short",
+                "+tries=1",
+                "+time=1",
+                "-p",
+                &w.dns_port.to_string(),
+            ])
+            .args(["@127.0.0.1", &name, "A"])
+            .output();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let metrics = w.http_get("/metrics").unwrap_or_default();
+        let exported = |name: &str| {
+            metrics.lines().any(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+        };
+        let missing: Vec<&String> = wanted.iter().filter(|m| !exported(m)).collect();
+        if missing.is_empty() {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard queries metrics /metrics does not have: {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        metrics.contains("waymark_controller_leader 1"),
+        "one replica leads"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "waymark_registry_instances_by_health{{health=\"UNHEALTHY\",registry_namespace=\"{}\"}} 1",
+            w.registry_ns
+        )),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn a_standby_replica_takes_over_status_when_the_leader_dies() {
     let mut w = World::new("ctl-ha", "Http");
