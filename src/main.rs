@@ -21,6 +21,14 @@ fn main() -> anyhow::Result<()> {
             cli::copy(args)?;
             Ok(())
         }
+        Command::Inspect(args) => {
+            // Errors are printed by anyhow; nothing else is logged.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(cli::inspect(args))?;
+            Ok(())
+        }
         Command::Serve(args) => {
             telemetry::init_logging(&cli.log, cli.log_format)?;
             runtime()?.block_on(cli::serve(args))?;

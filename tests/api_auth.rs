@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_servicediscovery::error::ProvideErrorMetadata;
 use fixture::{
-    ADMIN, CREDENTIALS, INVENTORY, Signing, code, error_type, post, secured, setup, sign,
+    ADMIN, CREDENTIALS, INVENTORY, READER, Signing, code, error_type, post, secured, setup, sign,
 };
 use harness::{SdkClient, Server, register};
 
@@ -293,6 +293,102 @@ async fn boto3_and_the_aws_cli_sign_with_configured_keys() {
     assert!(
         stderr.contains("AccessDeniedException")
             && stderr.contains("servicediscovery:DeleteNamespace"),
+        "{stderr}"
+    );
+}
+
+/// `waymark inspect` against `server` with `key` in the environment (or none).
+fn inspect(server: &Server, key: Option<(&str, &str)>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
+    cmd.arg("inspect")
+        .args(["--endpoint-url", &server.endpoint()])
+        .args(args);
+    match key {
+        Some(key) => output(with_key(cmd, server.dir.path(), key)),
+        None => {
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY");
+            output(cmd)
+        }
+    }
+}
+
+#[tokio::test]
+async fn waymark_inspect_signs_with_the_environments_credentials() {
+    let server = secured();
+    let (_, inventory, _) = setup(&server, "inspect.test").await;
+    register(
+        &server.client_as(INVENTORY.0, INVENTORY.1),
+        &inventory,
+        "inv-1",
+        &[("AWS_INSTANCE_IPV4", "10.4.0.1".into())],
+    )
+    .await;
+    let out = inspect(
+        &server,
+        Some(INVENTORY),
+        &["services", "inspect.test", "-o", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(services.as_array().unwrap().len(), 2, "{services}");
+    // ExplainInstance is authorized as GetInstance (which Get* allows).
+    let out = inspect(
+        &server,
+        Some(INVENTORY),
+        &["explain", "inspect.test", "inventory-manager", "inv-1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the Cloud Map API"));
+    // The reader may only DiscoverInstances: listing namespaces is refused,
+    // and the refusal is AWS's.
+    let out = inspect(&server, Some(READER), &["namespaces"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("AccessDeniedException")
+            && stderr.contains("servicediscovery:ListNamespaces"),
+        "{stderr}"
+    );
+    // Unsigned, or signed with a wrong secret.
+    let out = inspect(&server, None, &["namespaces"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("MissingAuthenticationTokenException"),
+        "{stderr}"
+    );
+    let out = inspect(
+        &server,
+        Some((ADMIN.0, "not-the-secret-0123456789")),
+        &["namespaces"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("InvalidSignatureException"),
+        "{stderr}"
+    );
+    // Nothing listening: a transport error naming the endpoint.
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args([
+            "inspect",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+            "namespaces",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("cannot reach the Waymark API at http://127.0.0.1:9"),
         "{stderr}"
     );
 }

@@ -160,8 +160,14 @@ pub fn request_context_of(
             }
         }
     };
+    // Waymark's ExplainInstance shows what GetInstance does and who owns
+    // it: the same permission.
+    let action = match operation {
+        "ExplainInstance" => "GetInstance",
+        other => other,
+    };
     RequestContext {
-        action: format!("servicediscovery:{operation}"),
+        action: format!("servicediscovery:{action}"),
         resources: vec![resource],
         context,
     }

@@ -12,11 +12,13 @@ use tracing::info;
 
 mod access;
 mod guards;
+mod inspect;
 mod store;
 mod tls;
 
 pub use self::access::{AuthArgs, AuthMode};
 pub use self::guards::{AuditArgs, DnsLimitArgs, LimitArgs};
+pub use self::inspect::{InspectArgs, InspectCommand, InspectError, Output, inspect};
 pub use self::store::{CopyArgs, EtcdArgs, StoreArgs, StoreCommand, StoreKind, copy};
 pub use self::tls::ListenerArgs;
 use crate::api;
@@ -118,6 +120,9 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Ask a running Waymark what it holds behind a name, and why (over its Cloud Map API;
+    /// SigV4-signed with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY when they are set).
+    Inspect(InspectArgs),
 }
 
 /// Flags of `waymark run`: everything `serve` takes, plus the cluster connection.

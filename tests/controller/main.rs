@@ -887,6 +887,175 @@ fn controller_metrics_are_exported() {
     }
 }
 
+/// Runs `waymark inspect` against a world's API; (success, stdout, stderr).
+fn inspect(w: &World, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("inspect")
+        .args([
+            "--endpoint-url",
+            &format!("http://127.0.0.1:{}", w.api_port),
+        ])
+        .args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn inspect_ok(w: &World, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = inspect(w, args);
+    assert!(ok, "waymark inspect {args:?} failed: {stderr}");
+    stdout
+}
+
+fn inspect_json(w: &World, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&inspect_ok(w, &all)).unwrap()
+}
+
+#[test]
+fn inspect_shows_namespaces_services_instances_and_why() {
+    let w = World::new("ctl-inspect", "DnsPrivate");
+    w.discovery(
+        "db",
+        "  selector: {matchLabels: {app: db}}\n  port: admin\n  labelAttributes: {include: [version]}\n  attributes: {environment: prod}\n  instances:\n  - id: user-auth-prod-01\n    attributes: {tablename: UserAuth}",
+    );
+    w.pod("db-1", "app: db");
+    w.pod_status("db-1", &["10.23.0.1"], true);
+    w.pod("db-2", "app: db, version: v2");
+    w.pod_status("db-2", &["10.23.0.2"], false);
+    w.expect(
+        "db",
+        &[
+            ("db-1", "HEALTHY"),
+            ("db-2", "UNHEALTHY"),
+            ("user-auth-prod-01", "HEALTHY"),
+        ],
+    );
+    let service_id = w.sd_status("db", "{.status.serviceId}");
+    let (status, body) = w.api(
+        "RegisterInstance",
+        json!({"ServiceId": service_id, "InstanceId": "manual", "Attributes": {"AWS_INSTANCE_IPV4": "10.99.0.1", "environment": "prod"}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let ns = w.registry_ns.as_str();
+    eventually("the API instance", || {
+        (w.instances("db")?.len() == 4).then_some(())
+    });
+
+    // namespaces: a table, and JSON.
+    let table = inspect_ok(&w, &["namespaces"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAME") && header.contains("SERVICES"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(ns) && l.contains("DNS_PRIVATE")),
+        "{table}"
+    );
+    let all = inspect_json(&w, &["namespaces"]);
+    let mine = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == ns)
+        .unwrap();
+    assert_eq!(mine["services"], 1);
+
+    // services <ns>.
+    let services = inspect_json(&w, &["services", ns]);
+    assert_eq!(services[0]["name"], "db");
+    assert_eq!(services[0]["id"], service_id.as_str());
+    assert_eq!(services[0]["instances"], 4);
+    assert!(inspect_ok(&w, &["services", ns]).contains("db "));
+
+    // instances: all, healthy only, filtered; YAML too.
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let all = inspect_json(&w, &["instances", ns, "db"]);
+    assert_eq!(ids(&all), ["db-1", "db-2", "manual", "user-auth-prod-01"]);
+    let healthy = inspect_json(&w, &["instances", ns, "db", "--healthy"]);
+    assert_eq!(ids(&healthy), ["db-1", "manual", "user-auth-prod-01"]);
+    let v2 = inspect_json(&w, &["instances", ns, "db", "--filter", "version=v2"]);
+    assert_eq!(ids(&v2), ["db-2"]);
+    assert_eq!(v2[0]["address"], "10.23.0.2");
+    assert_eq!(v2[0]["health"], "UNHEALTHY");
+    let yaml = inspect_ok(&w, &["instances", ns, "db", "--healthy", "-o", "yaml"]);
+    let parsed: Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(ids(&parsed), ["db-1", "manual", "user-auth-prod-01"]);
+    let table = inspect_ok(&w, &["instances", ns, "db"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("db-2") && l.contains("10.23.0.2") && l.contains("UNHEALTHY")),
+        "{table}"
+    );
+
+    // explain: a pod, a static endpoint and an API instance.
+    let pod = inspect_json(&w, &["explain", ns, "db", "db-2"]);
+    assert_eq!(pod["Owner"]["Kind"], "Pod");
+    assert_eq!(pod["Owner"]["Pod"], format!("{}/db-2", w.ns.name));
+    assert_eq!(
+        pod["Owner"]["Object"],
+        format!("ServiceDiscovery {}/db", w.ns.name)
+    );
+    assert_eq!(pod["Health"]["Status"], "UNHEALTHY");
+    assert_eq!(pod["Health"]["Sources"][0]["Source"], "Readiness");
+    let text = inspect_ok(&w, &["explain", ns, "db", "db-2"]);
+    assert!(
+        text.contains(&format!("pod {}/db-2 via ServiceDiscovery", w.ns.name)),
+        "{text}"
+    );
+    assert!(text.contains("readiness reports UNHEALTHY"), "{text}");
+    let fixed = inspect_json(&w, &["explain", ns, "db", "user-auth-prod-01"]);
+    assert_eq!(fixed["Owner"]["Kind"], "Static");
+    assert_eq!(fixed["Instance"]["Attributes"]["tablename"], "UserAuth");
+    let api = inspect_json(&w, &["explain", ns, "db", "manual"]);
+    assert_eq!(api["Owner"]["Kind"], "Api");
+    assert!(
+        api["Explanation"][0]
+            .as_str()
+            .unwrap()
+            .contains("Cloud Map API"),
+        "{api}"
+    );
+
+    // Clear errors for what does not exist.
+    let (ok, _, err) = inspect(&w, &["services", "no-such.ns"]);
+    assert!(
+        !ok && err.contains("no namespace named \"no-such.ns\""),
+        "{err}"
+    );
+    let (ok, _, err) = inspect(&w, &["instances", ns, "nope"]);
+    assert!(!ok && err.contains("ServiceNotFound"), "{err}");
+    let (ok, _, err) = inspect(&w, &["explain", ns, "nope", "x"]);
+    assert!(
+        !ok && err.contains("has no service named \"nope\" (it has: db)"),
+        "{err}"
+    );
+    let (ok, _, err) = inspect(&w, &["explain", ns, "db", "ghost"]);
+    assert!(!ok && err.contains("InstanceNotFound"), "{err}");
+    let (ok, _, err) = inspect(&w, &["instances", ns, "db", "--filter", "version"]);
+    assert!(!ok && err.contains("KEY=VALUE"), "{err}");
+}
+
 /// Every metric the Grafana dashboard (charts/waymark/dashboards/waymark.json)
 /// queries, as its expressions name them.
 fn dashboard_metrics() -> std::collections::BTreeSet<String> {

@@ -64,6 +64,127 @@ pub(super) fn get_instance(registry: &Registry, req: wire::InstanceRef) -> Resul
     })
 }
 
+/// `ExplainInstance` (a Waymark extension, authorized as `GetInstance`):
+/// why an instance is registered and what decides its health — its owner
+/// (the API, a pod through a ServiceDiscovery, or a static endpoint), the
+/// health sources and their current verdicts — for `waymark inspect explain`.
+pub(super) fn explain_instance(registry: &Registry, req: wire::InstanceRef) -> Result<Value> {
+    let service_id = required_str(req.service_id, "ServiceId")?;
+    let instance_id = required_str(req.instance_id, "InstanceId")?;
+    with_service(registry, &service_id, |index, entry| {
+        let inst = entry
+            .instances
+            .get(&instance_id)
+            .ok_or_else(|| instance_not_found(&entry.service.id, &instance_id))?;
+        let svc = &entry.service;
+        let namespace = index.namespace(&svc.namespace_id);
+        let mut why = Vec::new();
+        let owner = match &*inst.owner {
+            Owner::Api => {
+                why.push("registered through the Cloud Map API (RegisterInstance)".to_string());
+                json!({"Kind": "Api"})
+            }
+            Owner::Controller { cluster, object } => {
+                let pod = match (
+                    inst.attributes.get("K8S_NAMESPACE"),
+                    inst.attributes.get("K8S_POD_NAME"),
+                ) {
+                    (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
+                    _ => None,
+                };
+                match &pod {
+                    Some(pod) => why.push(format!(
+                        "pod {pod} is selected by {object} (cluster {cluster}); the controller keeps it registered while the pod exists"
+                    )),
+                    None => why.push(format!(
+                        "a static endpoint listed by {object} (cluster {cluster})"
+                    )),
+                }
+                let mut o = json!({
+                    "Kind": if pod.is_some() { "Pod" } else { "Static" },
+                    "Cluster": cluster,
+                    "Object": object,
+                });
+                if let Some(pod) = pod {
+                    o["Pod"] = pod.into();
+                }
+                o
+            }
+        };
+        let reported = entry.reported_health(inst);
+        let verdict = |v: Option<bool>| match v {
+            Some(true) => "passing",
+            Some(false) => "failing",
+            None => "not probed yet (counted as passing)",
+        };
+        let mut sources = Vec::new();
+        if let Some(check) = &svc.health_check_config {
+            let path = check.resource_path.as_deref().unwrap_or("/");
+            sources.push(json!({
+                "Source": "Check",
+                "Type": check.kind.as_str(),
+                "ResourcePath": path,
+                "FailureThreshold": check.failure_threshold,
+                "Passing": inst.probe,
+            }));
+            why.push(format!(
+                "an active {} check of {path} is {}",
+                check.kind.as_str(),
+                verdict(inst.probe)
+            ));
+        }
+        match (inst.reported, &*inst.owner) {
+            (Some(r), Owner::Controller { .. }) => {
+                sources.push(json!({"Source": "Readiness", "Status": r.as_str()}));
+                why.push(format!("the pod's readiness reports {}", r.as_str()));
+            }
+            (Some(r), Owner::Api) => {
+                sources.push(json!({"Source": "Custom", "Status": r.as_str()}));
+                why.push(format!(
+                    "UpdateInstanceCustomHealthStatus reported {}",
+                    r.as_str()
+                ));
+            }
+            (None, _) if svc.health_check_custom_config.is_some() => {
+                sources.push(json!({"Source": "Custom", "Status": inst.health.as_str()}));
+                why.push(format!(
+                    "custom health (UpdateInstanceCustomHealthStatus) is {}",
+                    inst.health.as_str()
+                ));
+            }
+            (None, _) => {}
+        }
+        if !svc.has_health_check() {
+            why.push(
+                "the service has no health check: the instance is always handed out (UNKNOWN)"
+                    .to_string(),
+            );
+        }
+        why.push(match reported {
+            HealthStatus::Healthy => "DiscoverInstances hands it out as HEALTHY".to_string(),
+            HealthStatus::Unhealthy => {
+                "DiscoverInstances leaves it out unless asked for ALL or UNHEALTHY".to_string()
+            }
+            HealthStatus::Unknown => {
+                "DiscoverInstances hands it out (its health is UNKNOWN)".to_string()
+            }
+        });
+        Ok(json!({
+            "Instance": {"Id": inst.id, "Attributes": inst.attributes},
+            "Service": {"Id": svc.id, "Name": svc.name},
+            "Namespace": {
+                "Id": svc.namespace_id,
+                "Name": namespace.map(|n| n.name.as_str()),
+            },
+            "Owner": owner,
+            "Health": {"Status": reported.as_str(), "Sources": sources},
+            "CreateDate": date(inst.create_date),
+            "UpdateDate": date(inst.update_date),
+            "Explanation": why,
+        }))
+    })
+}
+
 pub(super) fn list_instances(registry: &Registry, req: wire::ListInstances) -> Result<Value> {
     let service_id = required_str(req.service_id, "ServiceId")?;
     let max = max_results(req.max_results, 100, 100)?;

@@ -58,9 +58,13 @@ pub const OPERATIONS: [&str; 30] = [
     "ListTagsForResource",
 ];
 
-/// Whether `op` is a Cloud Map operation.
+/// Waymark's own operations on the same endpoint (`waymark inspect`), each
+/// authorized as the Cloud Map action whose data it shows.
+pub const EXTENSIONS: [&str; 1] = ["ExplainInstance"];
+
+/// Whether `op` is a Cloud Map operation (or one of Waymark's extensions).
 pub fn is_known(op: &str) -> bool {
-    OPERATIONS.contains(&op)
+    OPERATIONS.contains(&op) || EXTENSIONS.contains(&op)
 }
 
 /// Operations answered on the async worker (pure in-memory reads).
@@ -102,6 +106,7 @@ pub fn handle(registry: &Registry, op: &str, body: &[u8]) -> Result<String> {
         "RegisterInstance" => register_instance(registry, parse(body)?),
         "DeregisterInstance" => deregister_instance(registry, parse(body)?),
         "GetInstance" => get_instance(registry, parse(body)?),
+        "ExplainInstance" => explain_instance(registry, parse(body)?),
         "ListInstances" => list_instances(registry, parse(body)?),
         "GetInstancesHealthStatus" => get_instances_health_status(registry, parse(body)?),
         "UpdateInstanceCustomHealthStatus" => {
