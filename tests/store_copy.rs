@@ -274,6 +274,14 @@ async fn an_embedded_registry_moves_to_etcd_and_back_unchanged() {
         summary.contains("2 namespaces, 2 services, 9 instances"),
         "{summary}"
     );
+    // Not a terminal: progress as plain lines, ending with the total.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    let last = progress
+        .lines()
+        .rfind(|l| l.starts_with("copying records: "))
+        .unwrap_or_else(|| panic!("no progress lines: {progress}"));
+    let (done, total) = last["copying records: ".len()..].split_once('/').unwrap();
+    assert_eq!(done, total, "{progress}");
     {
         let shared = on(&url);
         assert_eq!(view(&shared.client()).await, original);
