@@ -27,6 +27,7 @@ use crate::health::{self, ProberConfig};
 use crate::registry::HealthFlip;
 use crate::registry::{self, ArnScope, Registry, RegistryConfig};
 use crate::telemetry::{self, LogFormat, Telemetry};
+use crate::xds;
 
 /// Errors of the command-line layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,9 @@ pub enum Error {
     /// The DNS server failed.
     #[error(transparent)]
     Dns(#[from] dns::Error),
+    /// The xDS server failed.
+    #[error(transparent)]
+    Xds(#[from] xds::Error),
     /// The active health checks could not start.
     #[error(transparent)]
     Health(#[from] health::Error),
@@ -178,6 +182,10 @@ pub struct ServeArgs {
     /// Address of the metrics server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "WAYMARK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: SocketAddr,
+    /// Address of the xDS server (gRPC, plaintext: ADS for Envoy and proxyless gRPC clients,
+    /// see docs/xds.md); off unless given.
+    #[arg(long, env = "WAYMARK_XDS_ADDR")]
+    pub xds_addr: Option<SocketAddr>,
     /// AWS region reported in ARNs.
     #[arg(long, env = "WAYMARK_REGION", default_value = "us-east-1")]
     pub region: String,
@@ -366,6 +374,7 @@ async fn run_registry(
         dns_addr,
         dns_public_addr,
         metrics_addr,
+        xds_addr,
         region,
         account_id,
         probe,
@@ -413,6 +422,10 @@ async fn run_registry(
     if let Some(addr) = dns_public_addr {
         dns_listeners.push(DnsListener::bind(addr, Scope::PublicOnly).await?);
     }
+    let xds_listener = match xds_addr {
+        Some(addr) => Some(xds::bind(addr).await?),
+        None => None,
+    };
 
     let started = std::time::Instant::now();
     let config = RegistryConfig {
@@ -492,6 +505,21 @@ async fn run_registry(
         rrl,
         stopped(stop_rx.clone()),
     ));
+    let xds = match xds_listener {
+        Some(listener) => {
+            let metrics = xds::XdsMetrics::register(telemetry.prometheus())?;
+            let addr = listener.local_addr().ok();
+            let server = tokio::spawn(xds::serve(
+                listener,
+                registry.clone(),
+                metrics,
+                stopped(stop_rx.clone()),
+            ));
+            info!(xds_addr = ?addr, "xDS server (ADS) listening");
+            server
+        }
+        None => tokio::spawn(std::future::pending::<Result<(), xds::Error>>()),
+    };
     // Active health checks: `serve` always probes; under `run` only the
     // leader does, and the controller turns the flips into Events and status.
     let leads = controller
@@ -554,6 +582,10 @@ async fn run_registry(
             return Ok(());
         }
         res = dns => {
+            res??;
+            return Ok(());
+        }
+        res = xds => {
             res??;
             return Ok(());
         }

@@ -1,0 +1,264 @@
+//! The I/O half: the ADS gRPC service, one task per stream driving an
+//! [`AdsStream`], and the task that follows the registry and publishes a
+//! new [`Snapshot`] after every change that alters a resource.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::ads::{AdsStream, Event};
+use super::snapshot::{Builder, ResourceType, Snapshot};
+use super::{Error, XdsMetrics};
+use crate::registry::Registry;
+
+/// A snapshot as published to the streams, with when the registry change
+/// it reflects was seen (for the push delay).
+#[derive(Debug, Default)]
+struct Published {
+    snapshot: Snapshot,
+    seen: Option<Instant>,
+}
+
+/// Binds the xDS listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Serves ADS on `listener` from `registry` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    metrics: XdsMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (tx, rx) = watch::channel(Arc::new(Published::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let follower = tokio::spawn(follow(registry, tx, metrics.clone(), stop_rx.clone()));
+    let service = Ads {
+        snapshots: rx,
+        metrics,
+        stop: stop_rx,
+    };
+    let incoming = TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Dead peers are noticed and their streams freed.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(AggregatedDiscoveryServiceServer::new(service))
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            // Streams never end by themselves: end them, so the graceful
+            // shutdown does not wait for clients to hang up.
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    follower.abort();
+    result.map_err(Error::from)
+}
+
+/// Follows the registry: after each commit, rebuilds the snapshot (only the
+/// changed services) and publishes it when any resource changed.
+async fn follow(
+    registry: Arc<Registry>,
+    tx: watch::Sender<Arc<Published>>,
+    metrics: XdsMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut generations = registry.subscribe();
+    let mut builder = Builder::default();
+    loop {
+        generations.mark_unchanged();
+        let seen = Instant::now();
+        // Building encodes protobufs: keep it off the async workers.
+        let reg = registry.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let out = builder.build(&reg.read());
+            (builder, out)
+        })
+        .await;
+        let Ok((b, (snapshot, stats))) = built else {
+            warn!("xDS snapshot build panicked; xDS stops following the registry");
+            return;
+        };
+        builder = b;
+        metrics.rebuilt.inc_by(stats.rebuilt as u64);
+        let changed = {
+            let current = tx.borrow();
+            ResourceType::ALL.into_iter().any(|kind| {
+                let (a, b) = (current.snapshot.resources(kind), snapshot.resources(kind));
+                a.len() != b.len()
+                    || a.iter()
+                        .zip(b)
+                        .any(|((n1, r1), (n2, r2))| n1 != n2 || r1.version != r2.version)
+            })
+        };
+        if changed {
+            for kind in ResourceType::ALL {
+                metrics.set_resources(kind, snapshot.resources(kind).len());
+            }
+            debug!(
+                services = stats.services,
+                rebuilt = stats.rebuilt,
+                "xDS snapshot published"
+            );
+            tx.send_replace(Arc::new(Published {
+                snapshot,
+                seen: Some(seen),
+            }));
+        }
+        tokio::select! {
+            res = generations.changed() => if res.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The ADS service.
+struct Ads {
+    snapshots: watch::Receiver<Arc<Published>>,
+    metrics: XdsMetrics,
+    stop: watch::Receiver<bool>,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Counts a stream as connected while it lives.
+struct Connected(XdsMetrics);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.clients.dec();
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        // A few responses may queue (one per type); a slow client then
+        // holds back its own stream only.
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(run_stream(
+            inbound,
+            tx,
+            self.snapshots.clone(),
+            self.metrics.clone(),
+            self.stop.clone(),
+            peer,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "Waymark serves state-of-the-world ADS only (StreamAggregatedResources)",
+        ))
+    }
+}
+
+/// Drives one stream: requests and snapshot changes in, responses out.
+async fn run_stream(
+    mut inbound: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    mut snapshots: watch::Receiver<Arc<Published>>,
+    metrics: XdsMetrics,
+    mut stop: watch::Receiver<bool>,
+    peer: Option<SocketAddr>,
+) {
+    metrics.clients.inc();
+    let _connected = Connected(metrics.clone());
+    let mut state = AdsStream::default();
+    let mut node = String::new();
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    loop {
+        let responses = tokio::select! {
+            msg = inbound.message() => {
+                let request = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(%peer, %node, %status, "xDS stream ended");
+                        break;
+                    }
+                };
+                if let Some(n) = &request.node && node.is_empty() {
+                    node = n.id.clone();
+                    info!(%peer, %node, "xDS client connected");
+                }
+                let published = snapshots.borrow_and_update().clone();
+                let handled = state.handle(&request, &published.snapshot);
+                match &handled.event {
+                    Event::Nack(nack) => {
+                        metrics.nacked(nack.kind);
+                        warn!(
+                            %peer, %node,
+                            r#type = nack.kind.label(),
+                            rejected_version = %nack.rejected_version,
+                            kept_version = %nack.kept_version,
+                            code = nack.code,
+                            error = %nack.message,
+                            "xDS client rejected a response (NACK); it keeps its last good configuration"
+                        );
+                    }
+                    Event::UnknownType(url) => {
+                        debug!(%peer, %node, type_url = %url, "xDS request for a type Waymark does not serve");
+                    }
+                    event => debug!(%peer, %node, ?event, "xDS request"),
+                }
+                handled.response.into_iter().map(|r| (r, None)).collect::<Vec<_>>()
+            }
+            res = snapshots.changed() => {
+                if res.is_err() {
+                    break;
+                }
+                let published = snapshots.borrow_and_update().clone();
+                state
+                    .push(&published.snapshot)
+                    .into_iter()
+                    .map(|r| (r, published.seen))
+                    .collect()
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        for (response, seen) in responses {
+            if let Some(kind) = ResourceType::from_url(&response.type_url) {
+                metrics.pushed(kind);
+            }
+            if tx.send(Ok(response)).await.is_err() {
+                return;
+            }
+            if let Some(seen) = seen {
+                metrics.push_delay.observe(seen.elapsed().as_secs_f64());
+            }
+        }
+    }
+    debug!(%peer, %node, "xDS client disconnected");
+}
