@@ -1,0 +1,345 @@
+//! The xDS server end to end, with a real proxyless gRPC client: grpc-go's
+//! own xDS resolver and balancers (tests/xds_client, built from its Go
+//! module by scripts/build-xds-client.sh and cached) dial
+//! `xds:///echo.<namespace>` through `waymark serve --xds-addr` and send RPCs
+//! to loopback gRPC backends registered through the Cloud Map API. Every
+//! check is on which backend answered.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_servicediscovery::Client;
+use aws_sdk_servicediscovery::types::{CustomHealthStatus, HealthCheckCustomConfig};
+
+#[path = "api/harness.rs"]
+mod harness;
+
+use harness::support::{Options, free_port, http_get};
+use harness::{SdkClient, Server, http_namespace, register};
+
+/// The xDS client binary: built (or found up to date) by the build script.
+fn xds_client_bin() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-xds-client.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("--print-bin")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/build-xds-client.sh failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Loopback gRPC backends, each answering with its name.
+struct Backends {
+    _child: KillOnDrop,
+    ports: BTreeMap<String, u16>,
+}
+
+impl Backends {
+    fn start(bin: &str, names: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .arg("backends")
+            .args(names)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut ports = BTreeMap::new();
+        loop {
+            let line = lines.next().expect("backends exited").unwrap();
+            let words: Vec<_> = line.split_whitespace().collect();
+            match words[..] {
+                ["listening", name, port] => {
+                    ports.insert(name.to_string(), port.parse().unwrap());
+                }
+                ["ready"] => break,
+                _ => panic!("unexpected line from backends: {line}"),
+            }
+        }
+        Self {
+            _child: KillOnDrop(child),
+            ports,
+        }
+    }
+}
+
+/// What one batch of RPCs found.
+#[derive(Debug, serde::Deserialize)]
+struct Report {
+    counts: BTreeMap<String, u32>,
+    errors: u32,
+    #[serde(default)]
+    error: String,
+}
+
+/// One long-lived gRPC channel to `xds:///<target>`: its xDS client keeps
+/// one ADS stream, so every check sees pushes to a connected client.
+struct GrpcClient {
+    _child: KillOnDrop,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl GrpcClient {
+    fn start(bin: &str, xds_port: u16, target: &str) -> Self {
+        let bootstrap = serde_json::json!({
+            "xds_servers": [{
+                "server_uri": format!("127.0.0.1:{xds_port}"),
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }],
+            "node": {"id": "xds-test-client", "locality": {"zone": "test"}},
+        });
+        let mut child = Command::new(bin)
+            .args(["client", &format!("xds:///{target}")])
+            .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self {
+            stdin: child.stdin.take().unwrap(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            _child: KillOnDrop(child),
+        }
+    }
+
+    /// Sends `n` RPCs one after another.
+    fn send(&mut self, n: u32) -> Report {
+        writeln!(self.stdin, "{n}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad report {line:?}: {e}"))
+    }
+
+    /// Sends batches of `n` until one is answered by exactly `backends`
+    /// (every one of them, no other, no errors); returns it, or panics with
+    /// the last one after 15 s.
+    fn until_served_by(&mut self, n: u32, backends: &[&str]) -> Report {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let report = self.send(n);
+            let served: Vec<&str> = report.counts.keys().map(String::as_str).collect();
+            if report.errors == 0 && served == backends {
+                return report;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected traffic on exactly {backends:?}, last batch: {report:?} (last error: {})",
+                report.error
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn start_waymark() -> (Server, u16) {
+    let xds_port = free_port();
+    let server = Server::start_with(Options {
+        args: vec!["--xds-addr".into(), format!("127.0.0.1:{xds_port}")],
+        ..Options::default()
+    });
+    (server, xds_port)
+}
+
+async fn custom_health_service(client: &Client, ns: &str, name: &str) -> String {
+    client
+        .create_service()
+        .name(name)
+        .namespace_id(ns)
+        .health_check_custom_config(HealthCheckCustomConfig::builder().build())
+        .send()
+        .await
+        .unwrap()
+        .service()
+        .unwrap()
+        .id()
+        .unwrap()
+        .to_string()
+}
+
+async fn register_backend(client: &Client, svc: &str, id: &str, port: u16, extra: &[(&str, &str)]) {
+    let mut attrs = vec![
+        ("AWS_INSTANCE_IPV4", "127.0.0.1".to_string()),
+        ("AWS_INSTANCE_PORT", port.to_string()),
+    ];
+    attrs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    register(client, svc, id, &attrs).await;
+}
+
+async fn set_health(client: &Client, svc: &str, id: &str, status: CustomHealthStatus) {
+    client
+        .update_instance_custom_health_status()
+        .service_id(svc)
+        .instance_id(id)
+        .status(status)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The value of one Prometheus series, if exported.
+fn metric(server: &Server, series: &str) -> Option<f64> {
+    let (_, body) = http_get(server.metrics_port, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn grpc_clients_route_to_healthy_instances_only_and_follow_the_registry_live() {
+    let bin = xds_client_bin();
+    let backends = Backends::start(&bin, &["b0", "b1", "b2"]);
+    let (server, xds_port) = start_waymark();
+    let client = server.client();
+    let ns = http_namespace(&client, "mesh").await;
+    let svc = custom_health_service(&client, &ns, "echo").await;
+    for name in ["b0", "b1", "b2"] {
+        register_backend(&client, &svc, name, backends.ports[name], &[]).await;
+    }
+
+    let mut grpc = GrpcClient::start(&bin, xds_port, "echo.mesh");
+    let first = grpc.until_served_by(30, &["b0", "b1", "b2"]);
+    // Round robin over the three: an even spread.
+    let report = grpc.send(300);
+    assert_eq!(report.errors, 0, "{report:?}");
+    for name in ["b0", "b1", "b2"] {
+        assert_eq!(report.counts[name], 100, "{first:?} then {report:?}");
+    }
+    assert_eq!(metric(&server, "waymark_xds_clients"), Some(1.0));
+
+    // UNHEALTHY: the same connected client stops sending to it.
+    set_health(&client, &svc, "b1", CustomHealthStatus::Unhealthy).await;
+    grpc.until_served_by(20, &["b0", "b2"]);
+    let report = grpc.send(200);
+    assert_eq!(report.counts.get("b1"), None, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+
+    // Draining (the marker a terminating pod's instance carries): no new
+    // requests, although it is still registered and healthy.
+    register_backend(
+        &client,
+        &svc,
+        "b2",
+        backends.ports["b2"],
+        &[("WAYMARK_DRAINING", "1767225600000")],
+    )
+    .await;
+    grpc.until_served_by(20, &["b0"]);
+
+    // Healthy again, and a deregistration: b1 only.
+    set_health(&client, &svc, "b1", CustomHealthStatus::Healthy).await;
+    client
+        .deregister_instance()
+        .service_id(&svc)
+        .instance_id("b0")
+        .send()
+        .await
+        .unwrap();
+    grpc.until_served_by(20, &["b1"]);
+    let report = grpc.send(100);
+    assert_eq!(report.counts.get("b1"), Some(&100), "{report:?}");
+
+    let pushes = metric(&server, "waymark_xds_pushes_total{type=\"endpoint\"}").unwrap();
+    assert!(
+        pushes >= 5.0,
+        "one EDS push per change at least, got {pushes}"
+    );
+    assert_eq!(
+        metric(&server, "waymark_xds_nacks_total{type=\"endpoint\"}"),
+        None,
+        "nothing was rejected"
+    );
+    drop(grpc);
+    // The stream closes with the client.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, "waymark_xds_clients") != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the client's stream was not closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_configuration_is_reported_and_the_client_keeps_its_last_good_one() {
+    let bin = xds_client_bin();
+    let backends = Backends::start(&bin, &["b0", "b1", "b2"]);
+    let (server, xds_port) = start_waymark();
+    let client = server.client();
+    let ns = http_namespace(&client, "mesh").await;
+    let svc = custom_health_service(&client, &ns, "echo").await;
+    for name in ["b0", "b1"] {
+        register_backend(&client, &svc, name, backends.ports[name], &[]).await;
+    }
+    let mut grpc = GrpcClient::start(&bin, xds_port, "echo.mesh");
+    grpc.until_served_by(20, &["b0", "b1"]);
+
+    // Cloud Map lets two instances share an address; grpc-go rejects an EDS
+    // resource with duplicate addresses, so this version is NACKed.
+    register_backend(&client, &svc, "b0-again", backends.ports["b0"], &[]).await;
+    let series = "waymark_xds_nacks_total{type=\"endpoint\"}";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&server, series).is_none() {
+        assert!(Instant::now() < deadline, "no NACK was counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        metric(
+            &server,
+            "waymark_xds_last_nack_timestamp_seconds{type=\"endpoint\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
+    // b2 joins while the duplicate is still there: that version is rejected
+    // too, and the client keeps routing on the last one it accepted.
+    register_backend(&client, &svc, "b2", backends.ports["b2"], &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&server, series).unwrap_or_default() < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the second version was not NACKed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = grpc.send(200);
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(
+        report.counts.keys().collect::<Vec<_>>(),
+        ["b0", "b1"],
+        "the last good configuration keeps serving: {report:?}"
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("rejected a response (NACK)") && log.contains("duplicate endpoint"),
+        "the NACK and the client's reason are logged:\n{log}"
+    );
+
+    // Without the duplicate the next version is accepted: b2 gets traffic.
+    client
+        .deregister_instance()
+        .service_id(&svc)
+        .instance_id("b0-again")
+        .send()
+        .await
+        .unwrap();
+    grpc.until_served_by(30, &["b0", "b1", "b2"]);
+}
