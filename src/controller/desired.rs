@@ -19,7 +19,8 @@ use crate::registry::model::{
 use crate::registry::validate::{self, AWS_INSTANCE_IPV4, AWS_INSTANCE_IPV6, AWS_INSTANCE_PORT};
 
 pub use self::attributes::{
-    AVAILABILITY_ZONE, K8S_NAMESPACE, K8S_NODE_NAME, K8S_POD_NAME, REGION, WAYMARK_MANAGED_BY,
+    AVAILABILITY_ZONE, K8S_NAMESPACE, K8S_NODE_NAME, K8S_POD_NAME, REGION, WAYMARK_DRAINING,
+    WAYMARK_MANAGED_BY,
 };
 use self::attributes::{add_labels, resolve_port};
 
@@ -421,6 +422,11 @@ impl<'a> PodContext<'a> {
             }
         }
         attrs.insert(WAYMARK_MANAGED_BY.into(), self.owner_marker.clone());
+        // Constant while the pod drains (the deadline is fixed at deletion),
+        // so marking it is one registry write.
+        if let Some(deadline) = deadline {
+            attrs.insert(WAYMARK_DRAINING.into(), deadline.to_string());
+        }
         for (k, v) in &sd.spec.attributes {
             if !attrs.contains_key(k) {
                 attrs.insert(k.clone(), v.clone());
@@ -668,6 +674,11 @@ mod tests {
         let during = plan(&sd, &c, "c1", 1_010_000).unwrap();
         assert_eq!(during.instances[0].health, Some(HealthStatus::Unhealthy));
         assert_eq!(during.next_deadline, Some(1_030_000));
+        // Marked as draining (xDS serves it as DRAINING), with its deadline.
+        assert_eq!(
+            during.instances[0].attributes.get(WAYMARK_DRAINING),
+            Some("1030000")
+        );
         let after = plan(&sd, &c, "c1", 1_030_000).unwrap();
         assert!(after.instances.is_empty());
     }

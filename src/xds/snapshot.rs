@@ -47,20 +47,14 @@ use envoy_types::pb::google::protobuf::{Any, Struct, UInt32Value, Value, value};
 use prost::{Message, Name};
 use sha2::{Digest, Sha256};
 
+// Locality comes from the attributes the controller sets from the node's
+// topology labels; an instance carrying WAYMARK_DRAINING (a terminating pod,
+// or any instance registered with it) is served as DRAINING.
+use crate::controller::desired::{AVAILABILITY_ZONE, REGION, WAYMARK_DRAINING};
 use crate::registry::model::{HealthStatus, Instance};
 use crate::registry::validate::{AWS_INSTANCE_IPV4, AWS_INSTANCE_IPV6, AWS_INSTANCE_PORT};
 use crate::registry::{Index, ServiceEntry};
 
-/// Attribute of an instance's availability zone (set by the controller from
-/// the node's `topology.kubernetes.io/zone`).
-pub const AVAILABILITY_ZONE: &str = "AVAILABILITY_ZONE";
-/// Attribute of an instance's region.
-pub const REGION: &str = "REGION";
-/// Attribute marking an instance as draining (its value is free, the
-/// controller writes the drain deadline in epoch milliseconds): served as
-/// `DRAINING` whatever its health, so clients finish with it and send it
-/// no new requests.
-pub const WAYMARK_DRAINING: &str = "WAYMARK_DRAINING";
 /// The `filter_metadata` key under which an endpoint's instance attributes
 /// are served.
 pub const METADATA_KEY: &str = "waymark";

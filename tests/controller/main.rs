@@ -575,7 +575,15 @@ fn terminating_pods_drain_then_leave() {
     assert_eq!(got[0].2["REGION"], "eu-west-1");
     // Without a kubelet the pod stays Terminating: Waymark drains it.
     w.kubectl(&["delete", "pod", "web-1", "--wait=false"]);
-    w.expect("web", &[("web-1", "UNHEALTHY")]);
+    let got = w.expect("web", &[("web-1", "UNHEALTHY")]);
+    // Marked as draining (served as DRAINING over xDS) until its deadline.
+    assert!(
+        got[0].2["WAYMARK_DRAINING"]
+            .as_str()
+            .and_then(|d| d.parse::<i64>().ok())
+            .is_some_and(|d| d > 0),
+        "{got:?}"
+    );
     let started = Instant::now();
     w.expect("web", &[]);
     assert!(
