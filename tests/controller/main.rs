@@ -1195,3 +1195,69 @@ fn a_controller_principal_needs_signed_access_and_a_known_name() {
         "{err}"
     );
 }
+
+#[path = "../xds_support/mod.rs"]
+mod xds_support;
+
+/// A loopback port free on both 127.0.0.2 and 127.0.0.3 a moment ago: two
+/// "pods" with their own loopback IPs and the ServiceDiscovery's one port.
+fn port_free_on_two_loopback_ips() -> u16 {
+    loop {
+        let a = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.3", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn xds_clients_follow_pod_readiness_and_drain_terminating_pods() {
+    use xds_support::{Backends, GrpcClient, xds_client_bin};
+    let bin = xds_client_bin();
+    let port = port_free_on_two_loopback_ips();
+    let backends = Backends::start(
+        &bin,
+        &[
+            &format!("web-1=127.0.0.2:{port}"),
+            &format!("web-2=127.0.0.3:{port}"),
+        ],
+    );
+    assert_eq!(backends.ports.len(), 2);
+    let xds_port = free_port();
+    let mut setup = Setup::embedded();
+    setup.extra_args = vec!["--xds-addr".into(), format!("127.0.0.1:{xds_port}")];
+    let w = World::with("ctl-xds", "Http", setup);
+    w.discovery(
+        "web",
+        &format!("  selector: {{matchLabels: {{app: web}}}}\n  port: {port}\n  drainSeconds: 60"),
+    );
+    let node = w.node("eu-west-1b", "eu-west-1");
+    for (pod, ip) in [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3")] {
+        w.pod_on(pod, "app: web", Some(&node));
+        w.pod_status(pod, &[ip], true);
+    }
+    w.expect("web", &[("web-1", "HEALTHY"), ("web-2", "HEALTHY")]);
+    let mut grpc = GrpcClient::start(&bin, xds_port, &format!("web.{}", w.registry_ns));
+    grpc.until_served_by(20, &["web-1", "web-2"]);
+
+    // Not Ready: no traffic; Ready again: traffic again.
+    w.pod_status("web-1", &["127.0.0.2"], false);
+    grpc.until_served_by(20, &["web-2"]);
+    w.pod_status("web-1", &["127.0.0.2"], true);
+    grpc.until_served_by(20, &["web-1", "web-2"]);
+
+    // Terminating (a bound pod stays so without a kubelet): drained at once,
+    // while its instance stays registered for drainSeconds.
+    w.kubectl(&["delete", "pod", "web-2", "--wait=false"]);
+    grpc.until_served_by(20, &["web-1"]);
+    let report = grpc.send(100);
+    assert_eq!(report.counts.get("web-1"), Some(&100), "{report:?}");
+    let got = w.expect("web", &[("web-1", "HEALTHY"), ("web-2", "UNHEALTHY")]);
+    assert!(got[1].2.get("WAYMARK_DRAINING").is_some(), "{got:?}");
+
+    for pod in ["web-1", "web-2"] {
+        w.kubectl(&["delete", "pod", pod, "--grace-period=0", "--force"]);
+    }
+    w.cp.kubectl_ok(&["delete", "node", &node]);
+}

@@ -2,10 +2,12 @@
 // (tests/xds.rs): grpc-go's own xDS resolver and balancers, fed by Waymark's
 // --xds-addr, plus loopback backends to route to.
 //
-//	xds-client backends NAME...   one gRPC TestService server per NAME on
-//	                              127.0.0.1 (a free port each); prints
-//	                              "listening NAME PORT" per server, then
-//	                              "ready", and serves until stdin closes.
+//	xds-client backends NAME[=HOST:PORT]...
+//	                              one gRPC TestService server per NAME, on
+//	                              HOST:PORT or else 127.0.0.1 and a free
+//	                              port; prints "listening NAME PORT" per
+//	                              server, then "ready", and serves until
+//	                              stdin closes.
 //	xds-client client TARGET      one channel to TARGET (xds:///svc.ns);
 //	                              for each line "N" on stdin sends N unary
 //	                              RPCs and prints one JSON line:
@@ -67,8 +69,12 @@ func (b *backend) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.Sim
 }
 
 func backends(names []string) error {
-	for _, name := range names {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
+	for _, arg := range names {
+		name, addr, ok := strings.Cut(arg, "=")
+		if !ok {
+			addr = "127.0.0.1:0"
+		}
+		lis, err := net.Listen("tcp", addr)
 		if err != nil {
 			return err
 		}
