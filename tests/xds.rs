@@ -211,3 +211,114 @@ async fn a_rejected_configuration_is_reported_and_the_client_keeps_its_last_good
         .unwrap();
     grpc.until_served_by(30, &["b0", "b1", "b2"]);
 }
+
+/// A raw delta-xDS client (tonic, Envoy's generated API): what Envoy with
+/// `api_type: DELTA_GRPC` does, checked message by message.
+#[tokio::test]
+async fn delta_xds_sends_only_what_changed_and_records_nacks() {
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+    };
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+    use prost::Message;
+
+    const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+    let (server, xds_port) = start_waymark();
+    let client = server.client();
+    let ns = http_namespace(&client, "mesh").await;
+    let svc = custom_health_service(&client, &ns, "echo").await;
+    register_backend(&client, &svc, "a", 1001, &[]).await;
+
+    let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{xds_port}"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut responses = ads
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || -> DeltaDiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(10), responses.message())
+            .await
+            .expect("no response in 10 s")
+            .unwrap()
+            .unwrap()
+    };
+    let request = |type_url: &str, names: &[&str], nonce: &str| DeltaDiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    };
+    let endpoints = |r: &DeltaDiscoveryResponse| -> usize {
+        let cla = ClusterLoadAssignment::decode(&*r.resources[0].resource.as_ref().unwrap().value)
+            .unwrap();
+        cla.endpoints.iter().map(|l| l.lb_endpoints.len()).sum()
+    };
+    let names = |r: &DeltaDiscoveryResponse| -> Vec<String> {
+        r.resources.iter().map(|r| r.name.clone()).collect()
+    };
+
+    tx.send(request(EDS, &["echo.mesh"], "")).await.unwrap();
+    let eds = next().await;
+    assert_eq!(
+        (names(&eds), endpoints(&eds)),
+        (vec!["echo.mesh".into()], 1)
+    );
+    tx.send(request(EDS, &[], &eds.nonce)).await.unwrap();
+    tx.send(request(CDS, &[], "")).await.unwrap();
+    let cds = next().await;
+    assert_eq!(names(&cds), ["echo.mesh"]);
+    tx.send(request(CDS, &[], &cds.nonce)).await.unwrap();
+
+    // A new instance: one EDS update with the one resource, nothing else.
+    register_backend(&client, &svc, "b", 1002, &[]).await;
+    let eds = next().await;
+    assert_eq!(eds.type_url, EDS);
+    assert_eq!(
+        (names(&eds), endpoints(&eds)),
+        (vec!["echo.mesh".into()], 2)
+    );
+    tx.send(request(EDS, &[], &eds.nonce)).await.unwrap();
+
+    // A new service: the wildcard CDS subscription gets that cluster only;
+    // the client rejects it.
+    let other = custom_health_service(&client, &ns, "other").await;
+    let cds = next().await;
+    assert_eq!(
+        (cds.type_url.as_str(), names(&cds)),
+        (CDS, vec!["other.mesh".into()])
+    );
+    tx.send(DeltaDiscoveryRequest {
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "test rejects other.mesh".into(),
+            details: vec![],
+        }),
+        ..request(CDS, &[], &cds.nonce)
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, "waymark_xds_nacks_total{type=\"cluster\"}") != Some(1.0) {
+        assert!(Instant::now() < deadline, "the NACK was not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        std::fs::read_to_string(&server.log)
+            .unwrap()
+            .contains("test rejects other.mesh")
+    );
+
+    // The service goes: removed by name.
+    client.delete_service().id(&other).send().await.unwrap();
+    let cds = next().await;
+    assert_eq!(cds.type_url, CDS);
+    assert!(cds.resources.is_empty(), "{cds:?}");
+    assert_eq!(cds.removed_resources, ["other.mesh"]);
+}

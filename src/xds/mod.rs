@@ -5,14 +5,15 @@
 //! - `snapshot`: registry state → xDS resources (pure), rebuilt per changed
 //!   service.
 //! - `ads`: one ADS stream's versions, nonces, ACKs and NACKs (pure).
+//! - `delta`: the same for incremental (delta) ADS streams (pure).
 //! - `server`: the gRPC service (tonic), and the task that follows the
 //!   registry and publishes snapshots to every stream.
 //!
-//! Served: the Aggregated Discovery Service, state of the world. Delta xDS
-//! is answered `UNIMPLEMENTED` (clients fall back to, or are configured
-//! for, state of the world). See docs/xds.md.
+//! Served: the Aggregated Discovery Service, state of the world and delta.
+//! See docs/xds.md.
 
 pub mod ads;
+pub mod delta;
 mod metrics;
 mod server;
 pub mod snapshot;

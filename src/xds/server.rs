@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::ads::{AdsStream, Event};
+use super::delta::DeltaStream;
 use super::snapshot::{Builder, ResourceType, Snapshot};
 use super::{Error, XdsMetrics};
 use crate::registry::Registry;
@@ -161,7 +162,7 @@ impl AggregatedDiscoveryService for Ads {
         // A few responses may queue (one per type); a slow client then
         // holds back its own stream only.
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(run_stream(
+        tokio::spawn(run_stream::<AdsStream>(
             inbound,
             tx,
             self.snapshots.clone(),
@@ -176,18 +177,89 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "Waymark serves state-of-the-world ADS only (StreamAggregatedResources)",
-        ))
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(run_stream::<DeltaStream>(
+            inbound,
+            tx,
+            self.snapshots.clone(),
+            self.metrics.clone(),
+            self.stop.clone(),
+            peer,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One stream's protocol state: state of the world or delta.
+trait Protocol: Default + Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// The client's node id, when the request names it.
+    fn node(request: &Self::Request) -> Option<&str>;
+    /// Handles a request: what it meant and the response it calls for.
+    fn handle(
+        &mut self,
+        request: &Self::Request,
+        snapshot: &Snapshot,
+    ) -> (Event, Option<Self::Response>);
+    /// The responses a new snapshot calls for.
+    fn push(&mut self, snapshot: &Snapshot) -> Vec<Self::Response>;
+    /// A response's type URL.
+    fn type_url(response: &Self::Response) -> &str;
+}
+
+impl Protocol for AdsStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    fn node(request: &DiscoveryRequest) -> Option<&str> {
+        request.node.as_ref().map(|n| n.id.as_str())
+    }
+    fn handle(
+        &mut self,
+        request: &DiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> (Event, Option<DiscoveryResponse>) {
+        let h = AdsStream::handle(self, request, snapshot);
+        (h.event, h.response)
+    }
+    fn push(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+        AdsStream::push(self, snapshot)
+    }
+    fn type_url(response: &DiscoveryResponse) -> &str {
+        &response.type_url
+    }
+}
+
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&str> {
+        request.node.as_ref().map(|n| n.id.as_str())
+    }
+    fn handle(
+        &mut self,
+        request: &DeltaDiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> (Event, Option<DeltaDiscoveryResponse>) {
+        let h = DeltaStream::handle(self, request, snapshot);
+        (h.event, h.response)
+    }
+    fn push(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+        DeltaStream::push(self, snapshot)
+    }
+    fn type_url(response: &DeltaDiscoveryResponse) -> &str {
+        &response.type_url
     }
 }
 
 /// Drives one stream: requests and snapshot changes in, responses out.
-async fn run_stream(
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+async fn run_stream<P: Protocol>(
+    mut inbound: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
     mut snapshots: watch::Receiver<Arc<Published>>,
     metrics: XdsMetrics,
     mut stop: watch::Receiver<bool>,
@@ -195,7 +267,7 @@ async fn run_stream(
 ) {
     metrics.clients.inc();
     let _connected = Connected(metrics.clone());
-    let mut state = AdsStream::default();
+    let mut state = P::default();
     let mut node = String::new();
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
     loop {
@@ -209,13 +281,13 @@ async fn run_stream(
                         break;
                     }
                 };
-                if let Some(n) = &request.node && node.is_empty() {
-                    node = n.id.clone();
+                if let Some(id) = P::node(&request) && node.is_empty() {
+                    node = id.to_string();
                     info!(%peer, %node, "xDS client connected");
                 }
                 let published = snapshots.borrow_and_update().clone();
-                let handled = state.handle(&request, &published.snapshot);
-                match &handled.event {
+                let (event, response) = state.handle(&request, &published.snapshot);
+                match &event {
                     Event::Nack(nack) => {
                         metrics.nacked(nack.kind);
                         warn!(
@@ -233,7 +305,7 @@ async fn run_stream(
                     }
                     event => debug!(%peer, %node, ?event, "xDS request"),
                 }
-                handled.response.into_iter().map(|r| (r, None)).collect::<Vec<_>>()
+                response.into_iter().map(|r| (r, None)).collect::<Vec<_>>()
             }
             res = snapshots.changed() => {
                 if res.is_err() {
@@ -249,7 +321,7 @@ async fn run_stream(
             _ = stop.wait_for(|s| *s) => break,
         };
         for (response, seen) in responses {
-            if let Some(kind) = ResourceType::from_url(&response.type_url) {
+            if let Some(kind) = ResourceType::from_url(P::type_url(&response)) {
                 metrics.pushed(kind);
             }
             if tx.send(Ok(response)).await.is_err() {
