@@ -322,3 +322,65 @@ async fn delta_xds_sends_only_what_changed_and_records_nacks() {
     assert!(cds.resources.is_empty(), "{cds:?}");
     assert_eq!(cds.removed_resources, ["other.mesh"]);
 }
+
+#[tokio::test]
+async fn a_90_10_split_by_version_holds_within_3_percent_over_2000_requests() {
+    let bin = xds_client_bin();
+    let backends = Backends::start(&bin, &["v1-a", "v1-b", "v2-a"]);
+    let (server, xds_port) = start_waymark();
+    let client = server.client();
+    let ns = http_namespace(&client, "mesh").await;
+    let svc = custom_health_service(&client, &ns, "echo").await;
+    for (name, version) in [("v1-a", "v1"), ("v1-b", "v1"), ("v2-a", "v2")] {
+        register_backend(
+            &client,
+            &svc,
+            name,
+            backends.ports[name],
+            &[("version", version)],
+        )
+        .await;
+    }
+    let split = async |text: &str| {
+        client
+            .update_service_attributes()
+            .service_id(&svc)
+            .attributes("WAYMARK_TRAFFIC_SPLIT", text)
+            .send()
+            .await
+            .unwrap();
+    };
+    let mut grpc = GrpcClient::start(&bin, xds_port, "echo.mesh");
+    grpc.until_served_by(30, &["v1-a", "v1-b", "v2-a"]);
+
+    // Blue/green: everything to v1, then the canary gets its 10 %.
+    split("version:v1=100,v2=0").await;
+    grpc.until_served_by(30, &["v1-a", "v1-b"]);
+    split("version:v1=90,v2=10").await;
+    grpc.until_served_by(200, &["v1-a", "v1-b", "v2-a"]);
+    let report = grpc.send(2000);
+    assert_eq!(report.errors, 0, "{report:?}");
+    let v2 = f64::from(report.counts["v2-a"]) / 2000.0;
+    assert!(
+        (0.07..=0.13).contains(&v2),
+        "v2 share {v2:.3}, want 0.10 ± 0.03: {report:?}"
+    );
+    eprintln!("90/10 split over 2000 requests: {report:?}");
+    // Within v1, round robin keeps the two even.
+    let (a, b) = (report.counts["v1-a"], report.counts["v1-b"]);
+    assert!(a.abs_diff(b) <= 2, "{report:?}");
+
+    // Back to no split: the whole service again.
+    client
+        .delete_service_attributes()
+        .service_id(&svc)
+        .attributes("WAYMARK_TRAFFIC_SPLIT")
+        .send()
+        .await
+        .unwrap();
+    grpc.until_served_by(30, &["v1-a", "v1-b", "v2-a"]);
+    let report = grpc.send(300);
+    assert_eq!(report.counts["v2-a"], 100, "round robin again: {report:?}");
+    split("version:v1=0,v2=100").await;
+    grpc.until_served_by(30, &["v2-a"]);
+}

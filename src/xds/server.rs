@@ -100,6 +100,9 @@ async fn follow(
         };
         builder = b;
         metrics.rebuilt.inc_by(stats.rebuilt as u64);
+        for (service, problem) in &stats.problems {
+            warn!(%service, %problem, "traffic split ignored: the whole service is routed to");
+        }
         let changed = {
             let current = tx.borrow();
             ResourceType::ALL.into_iter().any(|kind| {

@@ -11,10 +11,10 @@
 //! - a ClusterLoadAssignment with every instance that has an address and a
 //!   port (see [`load_assignment`]).
 //!
-//! Cluster names leave room for attribute subsets: [`ClusterName`] formats
-//! `<service>.<namespace>/<key>=<value>,…`, and [`load_assignment`] already
-//! takes the subset's attribute filter, so weighted clusters per subset are
-//! one more loop in [`service_resources`] and a weighted route.
+//! A service attribute [`WAYMARK_TRAFFIC_SPLIT`] (`version:v1=90,v2=10`)
+//! adds one Cluster and ClusterLoadAssignment per attribute subset, named
+//! `<service>.<namespace>/<key>=<value>` ([`ClusterName`]), and makes the
+//! route a weighted one over them (blue/green, canary).
 //!
 //! Versions are content hashes (SHA-256, 64 bits shown), so two replicas
 //! serving the same registry hand out the same versions and an unchanged
@@ -36,8 +36,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
-    route_match,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route,
+    route_action, route_match, weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -162,17 +162,80 @@ impl std::fmt::Display for ClusterName<'_> {
     }
 }
 
-/// The four resources of one service.
+/// Service attribute asking for a traffic split by one instance attribute:
+/// `<key>:<value>=<weight>,<value>=<weight>…`, for example `version:v1=90,v2=10`.
+/// The route then sends each value's share of requests to the cluster of
+/// the instances with that attribute value (`<service>.<namespace>/<key>=<value>`).
+pub const WAYMARK_TRAFFIC_SPLIT: &str = "WAYMARK_TRAFFIC_SPLIT";
+
+/// Most subsets one split may name.
+pub const MAX_SPLIT_SUBSETS: usize = 16;
+
+/// A parsed [`WAYMARK_TRAFFIC_SPLIT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficSplit {
+    /// The instance attribute that tells the subsets apart.
+    pub key: String,
+    /// Each value's weight, in the order given.
+    pub weights: Vec<(String, u32)>,
+}
+
+impl std::str::FromStr for TrafficSplit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (key, rest) = text
+            .split_once(':')
+            .ok_or("expected <key>:<value>=<weight>,… (for example version:v1=90,v2=10)")?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err("the attribute key is empty".into());
+        }
+        let mut weights: Vec<(String, u32)> = Vec::new();
+        for part in rest.split(',') {
+            let (value, weight) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not <value>=<weight>"))?;
+            let value = value.trim();
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight {weight:?} of {value:?} is not a whole number"))?;
+            if value.is_empty() {
+                return Err("a value is empty".into());
+            }
+            if weights.iter().any(|(v, _)| v == value) {
+                return Err(format!("value {value:?} is given twice"));
+            }
+            weights.push((value.to_string(), weight));
+        }
+        if weights.len() > MAX_SPLIT_SUBSETS {
+            return Err(format!("at most {MAX_SPLIT_SUBSETS} values"));
+        }
+        let total: u64 = weights.iter().map(|(_, w)| u64::from(*w)).sum();
+        if total == 0 || total > u64::from(u32::MAX) {
+            return Err("the weights must add up to more than 0 (and fit 32 bits)".into());
+        }
+        Ok(Self {
+            key: key.to_string(),
+            weights,
+        })
+    }
+}
+
+/// The resources of one service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceResources {
     /// The Listener (LDS).
     pub listener: Arc<Resource>,
     /// The RouteConfiguration (RDS).
     pub route: Arc<Resource>,
-    /// The Cluster (CDS).
-    pub cluster: Arc<Resource>,
-    /// The ClusterLoadAssignment (EDS).
-    pub endpoints: Arc<Resource>,
+    /// The Clusters (CDS): the service's, then one per split subset.
+    pub clusters: Vec<Arc<Resource>>,
+    /// The ClusterLoadAssignments (EDS), one per cluster.
+    pub endpoints: Vec<Arc<Resource>>,
+    /// Why the service's traffic split was not applied, if it was not.
+    pub split_problem: Option<String>,
 }
 
 /// The xDS name of a service: `<service>.<namespace>`.
@@ -180,28 +243,75 @@ pub fn resource_name(service: &str, namespace: &str) -> String {
     format!("{service}.{namespace}")
 }
 
-/// Builds the resources of one service of namespace `namespace`.
+/// Builds the resources of one service of namespace `namespace`: with a
+/// valid [`WAYMARK_TRAFFIC_SPLIT`], a cluster per subset and a weighted
+/// route over them; without one (or with an invalid one, reported in
+/// [`ServiceResources::split_problem`]), one route to the whole service.
 pub fn service_resources(namespace: &str, entry: &ServiceEntry) -> ServiceResources {
     let name = resource_name(&entry.service.name, namespace);
-    let (cla, version) = load_assignment(
-        &ClusterName {
+    let split = entry
+        .service
+        .attributes
+        .get(WAYMARK_TRAFFIC_SPLIT)
+        .map(str::parse::<TrafficSplit>);
+    let split_problem = match &split {
+        Some(Err(e)) => Some(format!("{WAYMARK_TRAFFIC_SPLIT}: {e}")),
+        _ => None,
+    };
+    let mut subsets: Vec<(Vec<(String, String)>, u32)> = vec![(Vec::new(), 0)];
+    if let Some(Ok(split)) = &split {
+        subsets.extend(
+            split
+                .weights
+                .iter()
+                .map(|(v, w)| (vec![(split.key.clone(), v.clone())], *w)),
+        );
+    }
+    let mut clusters = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut weighted = Vec::new();
+    for (subset, weight) in &subsets {
+        let cluster_name = ClusterName {
             service: &name,
-            subset: &[],
+            subset,
         }
-        .to_string(),
-        entry,
-        &[],
-    );
-    let mut endpoints = Resource::encoded(name.clone(), cla);
-    endpoints.version = version;
+        .to_string();
+        let (cla, version) = load_assignment(&cluster_name, entry, subset);
+        let mut cla = Resource::encoded(cluster_name.clone(), cla);
+        cla.version = version;
+        endpoints.push(Arc::new(cla));
+        clusters.push(Arc::new(Resource::encoded(
+            cluster_name.clone(),
+            eds_cluster(&cluster_name),
+        )));
+        if !subset.is_empty() {
+            weighted.push((cluster_name, *weight));
+        }
+    }
+    let target = if weighted.is_empty() {
+        route_action::ClusterSpecifier::Cluster(name.clone())
+    } else {
+        route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: weighted
+                .into_iter()
+                .map(|(name, weight)| weighted_cluster::ClusterWeight {
+                    name,
+                    weight: Some(UInt32Value { value: weight }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    };
     ServiceResources {
         listener: Arc::new(Resource::encoded(name.clone(), listener(&name))),
         route: Arc::new(Resource::encoded(
             name.clone(),
-            route_configuration(&name, &name),
+            route_configuration(&name, target),
         )),
-        cluster: Arc::new(Resource::encoded(name.clone(), eds_cluster(&name))),
-        endpoints: Arc::new(endpoints),
+        clusters,
+        endpoints,
+        split_problem,
     }
 }
 
@@ -250,7 +360,7 @@ fn listener(name: &str) -> Listener {
 }
 
 /// One virtual host for every authority, one route for every path.
-fn route_configuration(name: &str, cluster: &str) -> RouteConfiguration {
+fn route_configuration(name: &str, target: route_action::ClusterSpecifier) -> RouteConfiguration {
     RouteConfiguration {
         name: name.to_string(),
         virtual_hosts: vec![VirtualHost {
@@ -262,9 +372,7 @@ fn route_configuration(name: &str, cluster: &str) -> RouteConfiguration {
                     ..Default::default()
                 }),
                 action: Some(route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                        cluster.to_string(),
-                    )),
+                    cluster_specifier: Some(target),
                     ..Default::default()
                 })),
                 ..Default::default()
@@ -460,12 +568,14 @@ impl Snapshot {
 }
 
 /// What one rebuild did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildStats {
     /// Services whose resources were built anew.
     pub rebuilt: usize,
     /// Services served.
     pub services: usize,
+    /// Rebuilt services whose traffic split was not applied: (name, why).
+    pub problems: Vec<(String, String)>,
 }
 
 /// Builds snapshots from the registry, rebuilding only the services whose
@@ -486,6 +596,8 @@ fn fingerprint(namespace: &str, entry: &ServiceEntry) -> u64 {
     entry.service.revision.hash(&mut h);
     entry.service.update_date.hash(&mut h);
     entry.service.has_health_check().hash(&mut h);
+    // Directly too: two edits within one millisecond keep the update date.
+    entry.service.attributes.hash(&mut h);
     for instance in entry.instances.values() {
         instance.id.hash(&mut h);
         instance.health.hash(&mut h);
@@ -512,7 +624,13 @@ impl Builder {
                 Some((old, resources)) if old == print => resources,
                 _ => {
                     stats.rebuilt += 1;
-                    Arc::new(service_resources(&ns.name, entry))
+                    let built = service_resources(&ns.name, entry);
+                    if let Some(problem) = &built.split_problem {
+                        stats
+                            .problems
+                            .push((built.listener.name.clone(), problem.clone()));
+                    }
+                    Arc::new(built)
                 }
             };
             stats.services += 1;
@@ -523,8 +641,12 @@ impl Builder {
             {
                 snapshot.insert(ResourceType::Listener, resources.listener.clone());
                 snapshot.insert(ResourceType::Route, resources.route.clone());
-                snapshot.insert(ResourceType::Cluster, resources.cluster.clone());
-                snapshot.insert(ResourceType::Endpoint, resources.endpoints.clone());
+                for c in &resources.clusters {
+                    snapshot.insert(ResourceType::Cluster, c.clone());
+                }
+                for e in &resources.endpoints {
+                    snapshot.insert(ResourceType::Endpoint, e.clone());
+                }
             }
             seen.insert(entry.service.id.clone(), (print, resources));
         }

@@ -118,7 +118,8 @@ fn a_service_becomes_a_listener_route_cluster_and_endpoints_of_one_name() {
         stats,
         BuildStats {
             rebuilt: 1,
-            services: 1
+            services: 1,
+            problems: vec![],
         }
     );
     let name = "inventory.shop";
@@ -432,4 +433,128 @@ fn type_urls_round_trip_and_only_lds_and_cds_take_wildcards() {
     assert!(ResourceType::Cluster.wildcard_capable());
     assert!(!ResourceType::Route.wildcard_capable());
     assert!(!ResourceType::Endpoint.wildcard_capable());
+}
+
+#[test]
+fn traffic_splits_parse_and_bad_ones_say_why() {
+    let split: TrafficSplit = "version:v1=90, v2=10".parse().unwrap();
+    assert_eq!(
+        split,
+        TrafficSplit {
+            key: "version".into(),
+            weights: vec![("v1".into(), 90), ("v2".into(), 10)],
+        }
+    );
+    for (bad, why) in [
+        ("v1=90,v2=10", "expected <key>"),
+        (":v1=1", "key is empty"),
+        ("version:v1", "not <value>=<weight>"),
+        ("version:v1=ninety", "not a whole number"),
+        ("version:v1=-1", "not a whole number"),
+        ("version:v1=1,v1=2", "given twice"),
+        ("version:=1", "value is empty"),
+        ("version:v1=0,v2=0", "more than 0"),
+        ("version:a=4294967295,b=1", "fit 32 bits"),
+    ] {
+        let err = bad.parse::<TrafficSplit>().unwrap_err();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+    let many: String = (0..=MAX_SPLIT_SUBSETS)
+        .map(|i| format!("v{i}=1"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(format!("version:{many}").parse::<TrafficSplit>().is_err());
+}
+
+#[test]
+fn a_traffic_split_adds_subset_clusters_and_a_weighted_route() {
+    let (reg, svc) = registry_with_service("shop", "web", false);
+    for (id, ip, version) in [
+        ("a", "10.0.0.1", "v1"),
+        ("b", "10.0.0.2", "v1"),
+        ("c", "10.0.0.3", "v2"),
+    ] {
+        register(
+            &reg,
+            &svc,
+            id,
+            &[
+                ("AWS_INSTANCE_IPV4", ip),
+                ("AWS_INSTANCE_PORT", "80"),
+                ("version", version),
+            ],
+        );
+    }
+    let mut builder = Builder::default();
+    let split = |text: &str| {
+        reg.update_service_attributes(
+            &svc,
+            [(WAYMARK_TRAFFIC_SPLIT.to_string(), text.to_string())]
+                .into_iter()
+                .collect(),
+            &Owner::Api,
+        )
+        .unwrap();
+    };
+    split("version:v1=90,v2=10");
+    let (snap, stats) = build(&reg, &mut builder);
+    assert!(stats.problems.is_empty(), "{stats:?}");
+    let names = |kind| -> Vec<String> { snap.resources(kind).keys().cloned().collect() };
+    let want = ["web.shop", "web.shop/version=v1", "web.shop/version=v2"];
+    assert_eq!(names(ResourceType::Cluster), want);
+    assert_eq!(names(ResourceType::Endpoint), want);
+    assert_eq!(names(ResourceType::Listener), ["web.shop"]);
+    let addresses = |name: &str| -> Vec<String> {
+        endpoints(&cla(&snap, name))
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    assert_eq!(addresses("web.shop/version=v1"), ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(addresses("web.shop/version=v2"), ["10.0.0.3"]);
+    assert_eq!(addresses("web.shop").len(), 3);
+    let cluster: Cluster =
+        decode(&snap.resources(ResourceType::Cluster)["web.shop/version=v2"].body);
+    assert_eq!(
+        cluster.eds_cluster_config.unwrap().service_name,
+        "web.shop/version=v2"
+    );
+
+    let rc: RouteConfiguration = decode(&snap.resources(ResourceType::Route)["web.shop"].body);
+    let Some(route::Action::Route(RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(w)),
+        ..
+    })) = &rc.virtual_hosts[0].routes[0].action
+    else {
+        panic!("a weighted route: {rc:?}");
+    };
+    let weights: Vec<(&str, u32)> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.unwrap().value))
+        .collect();
+    assert_eq!(
+        weights,
+        [("web.shop/version=v1", 90), ("web.shop/version=v2", 10)]
+    );
+
+    // A bad split is reported and ignored: one route to the whole service.
+    split("version:v1=90,v2");
+    let (snap, stats) = build(&reg, &mut builder);
+    assert_eq!(stats.problems.len(), 1);
+    assert_eq!(stats.problems[0].0, "web.shop");
+    assert!(
+        stats.problems[0].1.contains("not <value>=<weight>"),
+        "{stats:?}"
+    );
+    let names = |kind| -> Vec<String> { snap.resources(kind).keys().cloned().collect() };
+    assert_eq!(names(ResourceType::Cluster), ["web.shop"]);
+    let rc: RouteConfiguration = decode(&snap.resources(ResourceType::Route)["web.shop"].body);
+    assert!(matches!(
+        &rc.virtual_hosts[0].routes[0].action,
+        Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(c)),
+            ..
+        })) if c == "web.shop"
+    ));
 }
