@@ -39,6 +39,8 @@ pub struct DesiredService {
     pub health_check_config: Option<HealthCheckConfig>,
     /// Whether the service has custom health (readiness-driven or Custom).
     pub custom_health: bool,
+    /// The service's WAYMARK_TRAFFIC_SPLIT attribute (spec.trafficSplit), if any.
+    pub traffic_split: Option<String>,
 }
 
 /// A reason the service is degraded but still synced.
@@ -220,6 +222,11 @@ pub fn plan(
         dns_config,
         health_check_config,
         custom_health,
+        traffic_split: sd
+            .spec
+            .traffic_split
+            .as_ref()
+            .map(crd::TrafficSplit::attribute_value),
     };
 
     let ctx = PodContext::new(sd, cluster, cluster_id);

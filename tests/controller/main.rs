@@ -1261,3 +1261,54 @@ fn xds_clients_follow_pod_readiness_and_drain_terminating_pods() {
     }
     w.cp.kubectl_ok(&["delete", "node", &node]);
 }
+
+#[test]
+fn editing_the_traffic_split_of_a_service_discovery_moves_xds_traffic() {
+    use xds_support::{Backends, GrpcClient, xds_client_bin};
+    let bin = xds_client_bin();
+    let port = port_free_on_two_loopback_ips();
+    let _backends = Backends::start(
+        &bin,
+        &[
+            &format!("web-v1=127.0.0.2:{port}"),
+            &format!("web-v2=127.0.0.3:{port}"),
+        ],
+    );
+    let xds_port = free_port();
+    let mut setup = Setup::embedded();
+    setup.extra_args = vec!["--xds-addr".into(), format!("127.0.0.1:{xds_port}")];
+    let w = World::with("ctl-split", "Http", setup);
+    let spec = |split: &str| {
+        format!(
+            "  selector: {{matchLabels: {{app: web}}}}\n  port: {port}\n  labelAttributes: {{include: [version]}}{split}"
+        )
+    };
+    w.discovery(
+        "web",
+        &spec("\n  trafficSplit: {attribute: version, weights: {v1: 100, v2: 0}}"),
+    );
+    for (pod, ip, version) in [("web-v1", "127.0.0.2", "v1"), ("web-v2", "127.0.0.3", "v2")] {
+        w.pod(pod, &format!("app: web, version: {version}"));
+        w.pod_status(pod, &[ip], true);
+    }
+    w.expect("web", &[("web-v1", "HEALTHY"), ("web-v2", "HEALTHY")]);
+    let mut grpc = GrpcClient::start(&bin, xds_port, &format!("web.{}", w.registry_ns));
+    grpc.until_served_by(20, &["web-v1"]);
+
+    // Green: one edit of the CR moves every request.
+    w.discovery(
+        "web",
+        &spec("\n  trafficSplit: {attribute: version, weights: {v1: 0, v2: 100}}"),
+    );
+    grpc.until_served_by(20, &["web-v2"]);
+    // Without a split, the whole service again.
+    w.kubectl(&[
+        "patch",
+        "servicediscovery",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/spec/trafficSplit"}]"#,
+    ]);
+    grpc.until_served_by(20, &["web-v1", "web-v2"]);
+}
