@@ -384,3 +384,41 @@ async fn a_90_10_split_by_version_holds_within_3_percent_over_2000_requests() {
     split("version:v1=0,v2=100").await;
     grpc.until_served_by(30, &["v2-a"]);
 }
+
+#[tokio::test]
+async fn a_client_can_dial_a_subset_by_attributes() {
+    let bin = xds_client_bin();
+    let backends = Backends::start(&bin, &["v1-a", "v2-a", "v2-b"]);
+    let (server, xds_port) = start_waymark();
+    let client = server.client();
+    let ns = http_namespace(&client, "mesh").await;
+    let svc = custom_health_service(&client, &ns, "echo").await;
+    for (name, version) in [("v1-a", "v1"), ("v2-a", "v2")] {
+        register_backend(
+            &client,
+            &svc,
+            name,
+            backends.ports[name],
+            &[("version", version)],
+        )
+        .await;
+    }
+    // Like DiscoverInstances with QueryParameters={version: v2}.
+    let mut v2 = GrpcClient::start(&bin, xds_port, "echo.mesh/version=v2");
+    v2.until_served_by(20, &["v2-a"]);
+    // The subset follows the registry like the whole service.
+    register_backend(
+        &client,
+        &svc,
+        "v2-b",
+        backends.ports["v2-b"],
+        &[("version", "v2")],
+    )
+    .await;
+    v2.until_served_by(20, &["v2-a", "v2-b"]);
+    set_health(&client, &svc, "v2-a", CustomHealthStatus::Unhealthy).await;
+    v2.until_served_by(20, &["v2-b"]);
+    // The whole service is still there for everyone else.
+    let mut all = GrpcClient::start(&bin, xds_port, "echo.mesh");
+    all.until_served_by(20, &["v1-a", "v2-b"]);
+}

@@ -67,7 +67,7 @@ fn fixture() -> (Registry, String, Builder) {
 }
 
 fn snap(reg: &Registry, builder: &mut Builder) -> Snapshot {
-    builder.build(&reg.read()).0
+    builder.build(&reg.read(), &Default::default()).0
 }
 
 fn names_in(r: &DiscoveryResponse) -> usize {

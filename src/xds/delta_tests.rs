@@ -58,7 +58,7 @@ fn fixture() -> (Registry, String, String, Builder) {
 }
 
 fn snap(reg: &Registry, b: &mut Builder) -> Snapshot {
-    b.build(&reg.read()).0
+    b.build(&reg.read(), &Default::default()).0
 }
 
 fn names(r: &DeltaDiscoveryResponse) -> Vec<&str> {

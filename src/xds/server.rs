@@ -2,9 +2,10 @@
 //! [`AdsStream`], and the task that follows the registry and publishes a
 //! new [`Snapshot`] after every change that alters a resource.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
@@ -14,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -22,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::ads::{AdsStream, Event};
 use super::delta::DeltaStream;
-use super::snapshot::{Builder, ResourceType, Snapshot};
+use super::snapshot::{Builder, ResourceType, Snapshot, SubsetName};
 use super::{Error, XdsMetrics};
 use crate::registry::Registry;
 
@@ -32,6 +33,54 @@ use crate::registry::Registry;
 struct Published {
     snapshot: Snapshot,
     seen: Option<Instant>,
+}
+
+/// Most subsets clients may ask for by name (they are kept until restart).
+const MAX_DEMANDED_SUBSETS: usize = 1024;
+
+/// The subsets clients asked for by name, shared by the streams (which add
+/// to it) and the follower (which builds their resources).
+#[derive(Debug, Default)]
+struct Demand {
+    names: Mutex<BTreeSet<SubsetName>>,
+    changed: Notify,
+}
+
+impl Demand {
+    /// Records the subset names among `names` that `snapshot` does not serve
+    /// for `kind`, and wakes the follower when one is new.
+    fn ask<'a>(
+        &self,
+        kind: ResourceType,
+        names: impl Iterator<Item = &'a str>,
+        snapshot: &Snapshot,
+    ) {
+        let served = snapshot.resources(kind);
+        let mut added = false;
+        let mut known = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for name in names.filter(|n| n.contains('/') && !served.contains_key(*n)) {
+            let Some(subset) = SubsetName::parse(name) else {
+                continue;
+            };
+            if known.contains(&subset) {
+                continue;
+            }
+            if known.len() >= MAX_DEMANDED_SUBSETS {
+                warn!(%name, limit = MAX_DEMANDED_SUBSETS, "xDS subset not served: too many subsets asked for");
+                continue;
+            }
+            known.insert(subset);
+            added = true;
+        }
+        drop(known);
+        if added {
+            self.changed.notify_one();
+        }
+    }
+
+    fn snapshot(&self) -> BTreeSet<SubsetName> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Binds the xDS listener.
@@ -50,10 +99,18 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let (tx, rx) = watch::channel(Arc::new(Published::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let follower = tokio::spawn(follow(registry, tx, metrics.clone(), stop_rx.clone()));
+    let demand = Arc::new(Demand::default());
+    let follower = tokio::spawn(follow(
+        registry,
+        tx,
+        metrics.clone(),
+        demand.clone(),
+        stop_rx.clone(),
+    ));
     let service = Ads {
         snapshots: rx,
         metrics,
+        demand,
         stop: stop_rx,
     };
     let incoming = TcpListenerStream::new(listener);
@@ -80,6 +137,7 @@ async fn follow(
     registry: Arc<Registry>,
     tx: watch::Sender<Arc<Published>>,
     metrics: XdsMetrics,
+    demand: Arc<Demand>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut generations = registry.subscribe();
@@ -89,8 +147,9 @@ async fn follow(
         let seen = Instant::now();
         // Building encodes protobufs: keep it off the async workers.
         let reg = registry.clone();
+        let demanded = demand.snapshot();
         let built = tokio::task::spawn_blocking(move || {
-            let out = builder.build(&reg.read());
+            let out = builder.build(&reg.read(), &demanded);
             (builder, out)
         })
         .await;
@@ -129,6 +188,7 @@ async fn follow(
         }
         tokio::select! {
             res = generations.changed() => if res.is_err() { return },
+            () = demand.changed.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
@@ -138,6 +198,7 @@ async fn follow(
 struct Ads {
     snapshots: watch::Receiver<Arc<Published>>,
     metrics: XdsMetrics,
+    demand: Arc<Demand>,
     stop: watch::Receiver<bool>,
 }
 
@@ -170,6 +231,7 @@ impl AggregatedDiscoveryService for Ads {
             tx,
             self.snapshots.clone(),
             self.metrics.clone(),
+            self.demand.clone(),
             self.stop.clone(),
             peer,
         ));
@@ -190,6 +252,7 @@ impl AggregatedDiscoveryService for Ads {
             tx,
             self.snapshots.clone(),
             self.metrics.clone(),
+            self.demand.clone(),
             self.stop.clone(),
             peer,
         ));
@@ -203,6 +266,8 @@ trait Protocol: Default + Send + 'static {
     type Response: Send + 'static;
     /// The client's node id, when the request names it.
     fn node(request: &Self::Request) -> Option<&str>;
+    /// The request's type URL and the resource names it subscribes to.
+    fn subscribes(request: &Self::Request) -> (&str, Vec<&str>);
     /// Handles a request: what it meant and the response it calls for.
     fn handle(
         &mut self,
@@ -220,6 +285,10 @@ impl Protocol for AdsStream {
     type Response = DiscoveryResponse;
     fn node(request: &DiscoveryRequest) -> Option<&str> {
         request.node.as_ref().map(|n| n.id.as_str())
+    }
+    fn subscribes(request: &DiscoveryRequest) -> (&str, Vec<&str>) {
+        let names = request.resource_names.iter().map(String::as_str).collect();
+        (&request.type_url, names)
     }
     fn handle(
         &mut self,
@@ -243,6 +312,14 @@ impl Protocol for DeltaStream {
     fn node(request: &DeltaDiscoveryRequest) -> Option<&str> {
         request.node.as_ref().map(|n| n.id.as_str())
     }
+    fn subscribes(request: &DeltaDiscoveryRequest) -> (&str, Vec<&str>) {
+        let names = request
+            .resource_names_subscribe
+            .iter()
+            .map(String::as_str)
+            .collect();
+        (&request.type_url, names)
+    }
     fn handle(
         &mut self,
         request: &DeltaDiscoveryRequest,
@@ -265,6 +342,7 @@ async fn run_stream<P: Protocol>(
     tx: mpsc::Sender<Result<P::Response, Status>>,
     mut snapshots: watch::Receiver<Arc<Published>>,
     metrics: XdsMetrics,
+    demand: Arc<Demand>,
     mut stop: watch::Receiver<bool>,
     peer: Option<SocketAddr>,
 ) {
@@ -290,6 +368,12 @@ async fn run_stream<P: Protocol>(
                 }
                 let published = snapshots.borrow_and_update().clone();
                 let (event, response) = state.handle(&request, &published.snapshot);
+                // Subsets asked for by name are built by the follower; the
+                // next snapshot then carries them to this stream.
+                let (type_url, names) = P::subscribes(&request);
+                if let Some(kind) = ResourceType::from_url(type_url) {
+                    demand.ask(kind, names.into_iter(), &published.snapshot);
+                }
                 match &event {
                     Event::Nack(nack) => {
                         metrics.nacked(nack.kind);

@@ -22,7 +22,7 @@
 //! inputs rather than the encoding, because protobuf `Struct` metadata is a
 //! hash map whose encoded order is not stable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -223,6 +223,39 @@ impl std::str::FromStr for TrafficSplit {
     }
 }
 
+/// A subset a client asked for by name, the way DiscoverInstances'
+/// QueryParameters filter: `<service>.<namespace>/<key>=<value>[,<key>=<value>…]`
+/// (for example `xds:///inventory.shop/version=v2`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubsetName {
+    /// The whole name, as asked for.
+    pub name: String,
+    /// `<service>.<namespace>`.
+    pub base: String,
+    /// The attribute filter.
+    pub filter: Vec<(String, String)>,
+}
+
+impl SubsetName {
+    /// Parses a subset name; `None` for a plain (or malformed) name.
+    pub fn parse(name: &str) -> Option<Self> {
+        let (base, filter) = name.split_once('/')?;
+        let filter: Option<Vec<(String, String)>> = filter
+            .split(',')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (!k.is_empty() && !v.is_empty()).then(|| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let filter = filter?;
+        (!base.is_empty()).then(|| Self {
+            name: name.to_string(),
+            base: base.to_string(),
+            filter,
+        })
+    }
+}
+
 /// The resources of one service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceResources {
@@ -236,6 +269,9 @@ pub struct ServiceResources {
     pub endpoints: Vec<Arc<Resource>>,
     /// Why the service's traffic split was not applied, if it was not.
     pub split_problem: Option<String>,
+    /// The resources of the subsets clients asked for by name: a Listener,
+    /// RouteConfiguration, Cluster and ClusterLoadAssignment each.
+    pub subsets: Vec<(ResourceType, Arc<Resource>)>,
 }
 
 /// The xDS name of a service: `<service>.<namespace>`.
@@ -247,7 +283,13 @@ pub fn resource_name(service: &str, namespace: &str) -> String {
 /// valid [`WAYMARK_TRAFFIC_SPLIT`], a cluster per subset and a weighted
 /// route over them; without one (or with an invalid one, reported in
 /// [`ServiceResources::split_problem`]), one route to the whole service.
-pub fn service_resources(namespace: &str, entry: &ServiceEntry) -> ServiceResources {
+/// Each of `demanded` (subsets of this service clients asked for by name)
+/// adds its own four resources.
+pub fn service_resources(
+    namespace: &str,
+    entry: &ServiceEntry,
+    demanded: &[&SubsetName],
+) -> ServiceResources {
     let name = resource_name(&entry.service.name, namespace);
     let split = entry
         .service
@@ -303,6 +345,32 @@ pub fn service_resources(namespace: &str, entry: &ServiceEntry) -> ServiceResour
             ..Default::default()
         })
     };
+    let mut subsets = Vec::new();
+    for subset in demanded {
+        let n = &subset.name;
+        let cluster = route_action::ClusterSpecifier::Cluster(n.clone());
+        let (cla, version) = load_assignment(n, entry, &subset.filter);
+        let mut cla = Resource::encoded(n.clone(), cla);
+        cla.version = version;
+        subsets.extend([
+            (
+                ResourceType::Listener,
+                Arc::new(Resource::encoded(n.clone(), listener(n))),
+            ),
+            (
+                ResourceType::Route,
+                Arc::new(Resource::encoded(
+                    n.clone(),
+                    route_configuration(n, cluster),
+                )),
+            ),
+            (
+                ResourceType::Cluster,
+                Arc::new(Resource::encoded(n.clone(), eds_cluster(n))),
+            ),
+            (ResourceType::Endpoint, Arc::new(cla)),
+        ]);
+    }
     ServiceResources {
         listener: Arc::new(Resource::encoded(name.clone(), listener(&name))),
         route: Arc::new(Resource::encoded(
@@ -312,6 +380,7 @@ pub fn service_resources(namespace: &str, entry: &ServiceEntry) -> ServiceResour
         clusters,
         endpoints,
         split_problem,
+        subsets,
     }
 }
 
@@ -589,8 +658,9 @@ pub struct Builder {
 /// A cheap digest of everything a service's resources are built from:
 /// attribute changes bump the service's revision, health is per instance,
 /// and any change to the service record moves its update date.
-fn fingerprint(namespace: &str, entry: &ServiceEntry) -> u64 {
+fn fingerprint(namespace: &str, entry: &ServiceEntry, demanded: &[&SubsetName]) -> u64 {
     let mut h = DefaultHasher::new();
+    demanded.hash(&mut h);
     namespace.hash(&mut h);
     entry.service.name.hash(&mut h);
     entry.service.revision.hash(&mut h);
@@ -606,10 +676,19 @@ fn fingerprint(namespace: &str, entry: &ServiceEntry) -> u64 {
 }
 
 impl Builder {
-    /// A snapshot of `index`. Services are served in id order; when two
-    /// services map to one name (`a.b` in `c` and `a` in `b.c`), the first
-    /// keeps it.
-    pub fn build(&mut self, index: &Index) -> (Snapshot, BuildStats) {
+    /// A snapshot of `index`, with the subsets in `demanded` (clients asked
+    /// for them by name) of the services that exist. Services are served in
+    /// id order; when two services map to one name (`a.b` in `c` and `a` in
+    /// `b.c`), the first keeps it.
+    pub fn build(
+        &mut self,
+        index: &Index,
+        demanded: &BTreeSet<SubsetName>,
+    ) -> (Snapshot, BuildStats) {
+        let mut by_base: HashMap<&str, Vec<&SubsetName>> = HashMap::new();
+        for s in demanded {
+            by_base.entry(s.base.as_str()).or_default().push(s);
+        }
         let mut stats = BuildStats::default();
         let mut seen: HashMap<String, (u64, Arc<ServiceResources>)> = HashMap::new();
         let mut entries: Vec<_> = index.services().collect();
@@ -619,12 +698,14 @@ impl Builder {
             let Some(ns) = index.namespace(&entry.service.namespace_id) else {
                 continue;
             };
-            let print = fingerprint(&ns.name, entry);
+            let name = resource_name(&entry.service.name, &ns.name);
+            let subsets = by_base.get(name.as_str()).map_or(&[][..], Vec::as_slice);
+            let print = fingerprint(&ns.name, entry, subsets);
             let resources = match self.services.remove(&entry.service.id) {
                 Some((old, resources)) if old == print => resources,
                 _ => {
                     stats.rebuilt += 1;
-                    let built = service_resources(&ns.name, entry);
+                    let built = service_resources(&ns.name, entry, subsets);
                     if let Some(problem) = &built.split_problem {
                         stats
                             .problems
@@ -646,6 +727,12 @@ impl Builder {
                 }
                 for e in &resources.endpoints {
                     snapshot.insert(ResourceType::Endpoint, e.clone());
+                }
+                for (kind, r) in &resources.subsets {
+                    // A split's subset of the same name is already served.
+                    if !snapshot.resources(*kind).contains_key(&r.name) {
+                        snapshot.insert(*kind, r.clone());
+                    }
                 }
             }
             seen.insert(entry.service.id.clone(), (print, resources));

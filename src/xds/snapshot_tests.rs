@@ -98,7 +98,7 @@ fn endpoints(cla: &ClusterLoadAssignment) -> Vec<(String, u32, EnvoyHealth, Stri
 }
 
 fn build(reg: &Registry, builder: &mut Builder) -> (Snapshot, BuildStats) {
-    builder.build(&reg.read())
+    builder.build(&reg.read(), &Default::default())
 }
 
 #[test]
@@ -557,4 +557,82 @@ fn a_traffic_split_adds_subset_clusters_and_a_weighted_route() {
             ..
         })) if c == "web.shop"
     ));
+}
+
+#[test]
+fn subsets_asked_for_by_name_get_their_own_resources() {
+    assert_eq!(SubsetName::parse("web.shop"), None);
+    assert_eq!(SubsetName::parse("web.shop/version"), None);
+    assert_eq!(SubsetName::parse("web.shop/version="), None);
+    assert_eq!(SubsetName::parse("/version=v2"), None);
+    let v2 = SubsetName::parse("web.shop/version=v2,stage=blue").unwrap();
+    assert_eq!(v2.base, "web.shop");
+    assert_eq!(
+        v2.filter,
+        [
+            ("version".to_string(), "v2".to_string()),
+            ("stage".to_string(), "blue".to_string())
+        ]
+    );
+
+    let (reg, svc) = registry_with_service("shop", "web", false);
+    for (id, ip, version, stage) in [
+        ("a", "10.0.0.1", "v1", "blue"),
+        ("b", "10.0.0.2", "v2", "blue"),
+        ("c", "10.0.0.3", "v2", "green"),
+    ] {
+        register(
+            &reg,
+            &svc,
+            id,
+            &[
+                ("AWS_INSTANCE_IPV4", ip),
+                ("AWS_INSTANCE_PORT", "80"),
+                ("version", version),
+                ("stage", stage),
+            ],
+        );
+    }
+    let demanded: BTreeSet<SubsetName> = [
+        v2.clone(),
+        SubsetName::parse("web.shop/version=v1").unwrap(),
+        SubsetName::parse("gone.shop/version=v1").unwrap(),
+    ]
+    .into();
+    let mut builder = Builder::default();
+    let (snap, stats) = builder.build(&reg.read(), &demanded);
+    assert_eq!(stats.rebuilt, 1);
+    for kind in ResourceType::ALL {
+        let names: Vec<_> = snap.resources(kind).keys().cloned().collect();
+        assert_eq!(
+            names,
+            [
+                "web.shop",
+                "web.shop/version=v1",
+                "web.shop/version=v2,stage=blue"
+            ],
+            "{kind:?}"
+        );
+    }
+    let addresses = |name: &str| -> Vec<String> {
+        endpoints(&cla(&snap, name))
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    assert_eq!(addresses("web.shop/version=v2,stage=blue"), ["10.0.0.2"]);
+    assert_eq!(addresses("web.shop/version=v1"), ["10.0.0.1"]);
+    // The subset's listener routes to the subset's cluster.
+    let rc: RouteConfiguration =
+        decode(&snap.resources(ResourceType::Route)["web.shop/version=v1"].body);
+    assert!(matches!(
+        &rc.virtual_hosts[0].routes[0].action,
+        Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(c)),
+            ..
+        })) if c == "web.shop/version=v1"
+    ));
+    // Asking for more rebuilds the service; the same demand does not.
+    let (_, stats) = builder.build(&reg.read(), &demanded);
+    assert_eq!(stats.rebuilt, 0);
 }
