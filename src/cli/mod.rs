@@ -505,6 +505,8 @@ async fn run_registry(
         rrl,
         stopped(stop_rx.clone()),
     ));
+    // The xDS server's NACKs reach the ServiceDiscovery status under `run`.
+    let xds_status = xds_listener.as_ref().map(|_| xds::XdsStatus::default());
     let xds = match xds_listener {
         Some(listener) => {
             let metrics = xds::XdsMetrics::register(telemetry.prometheus())?;
@@ -513,6 +515,7 @@ async fn run_registry(
                 listener,
                 registry.clone(),
                 metrics,
+                xds_status.clone().unwrap_or_default(),
                 stopped(stop_rx.clone()),
             ));
             info!(xds_addr = ?addr, "xDS server (ADS) listening");
@@ -556,6 +559,7 @@ async fn run_registry(
                     ready: Box::new(move |r| ready.set_ready(r)),
                     leader: leader_tx,
                     flips: flips_rx,
+                    xds: xds_status,
                 },
                 stopped(stop_rx.clone()),
             ))

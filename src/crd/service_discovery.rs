@@ -465,6 +465,40 @@ pub struct ServiceDiscoveryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["label"]))]
     pub skipped_labels: Vec<SkippedLabel>,
+
+    /// What xDS clients (`--xds-addr`) of the replica writing this status reported about
+    /// the service's resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xds: Option<XdsServiceStatus>,
+}
+
+/// What xDS clients reported about a service.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsServiceStatus {
+    /// The last configuration a client rejected (NACKed); the client keeps using its
+    /// previous one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_nack: Option<XdsNack>,
+}
+
+/// A configuration an xDS client rejected.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsNack {
+    /// The rejected resource: `<service>.<namespace>`, or one of its subsets.
+    pub resource: String,
+    /// Its type: `listener`, `route`, `cluster` or `endpoint`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The rejected version.
+    pub version: String,
+    /// The client's reason.
+    pub message: String,
+    /// The client's node id.
+    pub node: String,
+    /// When the client rejected it.
+    pub time: Time,
 }
 
 /// Instance counts of a service.

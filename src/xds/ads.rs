@@ -37,6 +37,27 @@ pub struct Nack {
     pub code: i32,
     /// The client's `error_detail` message.
     pub message: String,
+    /// The names of the resources in the rejected response.
+    pub resources: Vec<String>,
+}
+
+impl Nack {
+    /// The resources the NACK is about: those of the rejected response whose
+    /// names the client's message mentions (gRPC and Envoy name the
+    /// resource they reject), else all of them.
+    pub fn blamed(&self) -> Vec<&str> {
+        let named: Vec<&str> = self
+            .resources
+            .iter()
+            .map(String::as_str)
+            .filter(|n| self.message.contains(n))
+            .collect();
+        if named.is_empty() {
+            self.resources.iter().map(String::as_str).collect()
+        } else {
+            named
+        }
+    }
 }
 
 /// What a request meant.
@@ -75,6 +96,7 @@ struct Subscription {
     names: BTreeSet<String>,
     sent_version: Option<String>,
     sent_nonce: Option<String>,
+    sent_names: Vec<String>,
     acked_version: Option<String>,
     last_nack: Option<Nack>,
 }
@@ -143,6 +165,7 @@ impl AdsStream {
                 kept_version: request.version_info.clone(),
                 code: status.code,
                 message: status.message.clone(),
+                resources: sub.sent_names.clone(),
             };
             sub.last_nack = Some(nack.clone());
             Event::Nack(nack)
@@ -201,6 +224,7 @@ impl AdsStream {
         let nonce = self.nonces.to_string();
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = Some(nonce.clone());
+        sub.sent_names = resources.iter().map(|r| r.name.clone()).collect();
         Some(DiscoveryResponse {
             version_info: version,
             resources: resources.iter().map(|r| r.body.clone()).collect(),

@@ -180,8 +180,10 @@ fn a_nack_is_recorded_the_rejected_version_is_not_resent_and_the_next_change_is(
         kept_version: first.version_info.clone(),
         code: 3,
         message: "duplicate endpoint".into(),
+        resources: vec!["web.shop".into()],
     };
     assert_eq!(h.event, Event::Nack(expected.clone()));
+    assert_eq!(expected.blamed(), ["web.shop"]);
     assert_eq!(h.response, None, "the rejected version is not sent again");
     assert_eq!(ads.last_nack(ResourceType::Endpoint), Some(&expected));
     assert_eq!(
@@ -281,4 +283,21 @@ fn lds_and_cds_take_wildcards_rds_and_eds_do_not_and_unknown_types_are_ignored()
     );
     assert_eq!(h.event, Event::UnknownType(url.into()));
     assert_eq!(h.response, None);
+}
+
+#[test]
+fn a_nack_blames_the_resources_its_message_names() {
+    let nack = |message: &str| Nack {
+        kind: ResourceType::Endpoint,
+        rejected_version: "v".into(),
+        kept_version: String::new(),
+        code: 3,
+        message: message.into(),
+        resources: vec!["api.shop".into(), "web.shop".into()],
+    };
+    assert_eq!(
+        nack("resource \"web.shop\": duplicate endpoint").blamed(),
+        ["web.shop"]
+    );
+    assert_eq!(nack("bad response").blamed(), ["api.shop", "web.shop"]);
 }

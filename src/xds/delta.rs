@@ -53,9 +53,10 @@ struct Subscription {
 pub struct DeltaStream {
     subscriptions: BTreeMap<ResourceType, Subscription>,
     nonces: u64,
-    // Responses not ACKed or NACKed yet: nonce → (type, system version);
-    // at most MAX_OUTSTANDING (a client that never answers cannot grow it).
-    outstanding: BTreeMap<u64, (ResourceType, String)>,
+    // Responses not ACKed or NACKed yet: nonce → (type, system version,
+    // resource names); at most MAX_OUTSTANDING (a client that never answers
+    // cannot grow it).
+    outstanding: BTreeMap<u64, (ResourceType, String, Vec<String>)>,
 }
 
 /// Unanswered responses remembered per stream; older ones count as stale.
@@ -89,7 +90,7 @@ impl DeltaStream {
         } else {
             let sent = nonce.parse().ok().and_then(|n| self.outstanding.remove(&n));
             match sent {
-                Some((_, version)) => match &request.error_detail {
+                Some((_, version, resources)) => match &request.error_detail {
                     Some(status) => {
                         let nack = Nack {
                             kind,
@@ -97,6 +98,7 @@ impl DeltaStream {
                             kept_version: String::new(),
                             code: status.code,
                             message: status.message.clone(),
+                            resources,
                         };
                         let sub = self.subscriptions.entry(kind).or_default();
                         sub.last_nack = Some(nack.clone());
@@ -228,8 +230,9 @@ impl DeltaStream {
             .map(|b| format!("{b:02x}"))
             .collect();
         self.nonces += 1;
+        let names = resources.iter().map(|r| r.name.clone()).collect();
         self.outstanding
-            .insert(self.nonces, (kind, system_version.clone()));
+            .insert(self.nonces, (kind, system_version.clone(), names));
         if self.outstanding.len() > MAX_OUTSTANDING {
             self.outstanding.pop_first();
         }

@@ -8,6 +8,7 @@
 //! - `delta`: the same for incremental (delta) ADS streams (pure).
 //! - `server`: the gRPC service (tonic), and the task that follows the
 //!   registry and publishes snapshots to every stream.
+//! - `status`: the last NACK per service, for the ServiceDiscovery status.
 //!
 //! Served: the Aggregated Discovery Service, state of the world and delta.
 //! See docs/xds.md.
@@ -17,11 +18,13 @@ pub mod delta;
 mod metrics;
 mod server;
 pub mod snapshot;
+mod status;
 
 use std::net::SocketAddr;
 
 pub use self::metrics::XdsMetrics;
 pub use self::server::{bind, serve};
+pub use self::status::{NackRecord, XdsStatus};
 
 /// Errors of the xDS server.
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::ads::{AdsStream, Event};
 use super::delta::DeltaStream;
 use super::snapshot::{Builder, ResourceType, Snapshot, SubsetName};
-use super::{Error, XdsMetrics};
+use super::{Error, XdsMetrics, XdsStatus};
 use crate::registry::Registry;
 
 /// A snapshot as published to the streams, with when the registry change
@@ -90,11 +90,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|source| Error::Bind { addr, source })
 }
 
-/// Serves ADS on `listener` from `registry` until `shutdown` resolves.
+/// Serves ADS on `listener` from `registry` until `shutdown` resolves,
+/// recording what clients reject in `status`.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     metrics: XdsMetrics,
+    status: XdsStatus,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (tx, rx) = watch::channel(Arc::new(Published::default()));
@@ -111,6 +113,7 @@ pub async fn serve(
         snapshots: rx,
         metrics,
         demand,
+        status,
         stop: stop_rx,
     };
     let incoming = TcpListenerStream::new(listener);
@@ -194,11 +197,13 @@ async fn follow(
     }
 }
 
-/// The ADS service.
+/// The ADS service: what every stream shares.
+#[derive(Clone)]
 struct Ads {
     snapshots: watch::Receiver<Arc<Published>>,
     metrics: XdsMetrics,
     demand: Arc<Demand>,
+    status: XdsStatus,
     stop: watch::Receiver<bool>,
 }
 
@@ -226,15 +231,7 @@ impl AggregatedDiscoveryService for Ads {
         // A few responses may queue (one per type); a slow client then
         // holds back its own stream only.
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(run_stream::<AdsStream>(
-            inbound,
-            tx,
-            self.snapshots.clone(),
-            self.metrics.clone(),
-            self.demand.clone(),
-            self.stop.clone(),
-            peer,
-        ));
+        tokio::spawn(run_stream::<AdsStream>(inbound, tx, self.clone(), peer));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -247,15 +244,7 @@ impl AggregatedDiscoveryService for Ads {
         let peer = request.remote_addr();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(run_stream::<DeltaStream>(
-            inbound,
-            tx,
-            self.snapshots.clone(),
-            self.metrics.clone(),
-            self.demand.clone(),
-            self.stop.clone(),
-            peer,
-        ));
+        tokio::spawn(run_stream::<DeltaStream>(inbound, tx, self.clone(), peer));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -340,12 +329,16 @@ impl Protocol for DeltaStream {
 async fn run_stream<P: Protocol>(
     mut inbound: Streaming<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
-    mut snapshots: watch::Receiver<Arc<Published>>,
-    metrics: XdsMetrics,
-    demand: Arc<Demand>,
-    mut stop: watch::Receiver<bool>,
+    shared: Ads,
     peer: Option<SocketAddr>,
 ) {
+    let Ads {
+        mut snapshots,
+        metrics,
+        demand,
+        status,
+        mut stop,
+    } = shared;
     metrics.clients.inc();
     let _connected = Connected(metrics.clone());
     let mut state = P::default();
@@ -377,6 +370,7 @@ async fn run_stream<P: Protocol>(
                 match &event {
                     Event::Nack(nack) => {
                         metrics.nacked(nack.kind);
+                        status.record(nack, &node, crate::registry::now_millis());
                         warn!(
                             %peer, %node,
                             r#type = nack.kind.label(),

@@ -1312,3 +1312,49 @@ fn editing_the_traffic_split_of_a_service_discovery_moves_xds_traffic() {
     ]);
     grpc.until_served_by(20, &["web-v1", "web-v2"]);
 }
+
+#[test]
+fn an_xds_nack_is_reported_on_the_service_discovery_status() {
+    use xds_support::{Backends, GrpcClient, xds_client_bin};
+    let bin = xds_client_bin();
+    let port = port_free_on_two_loopback_ips();
+    let _backends = Backends::start(&bin, &[&format!("web-1=127.0.0.2:{port}")]);
+    let xds_port = free_port();
+    let mut setup = Setup::embedded();
+    setup.extra_args = vec!["--xds-addr".into(), format!("127.0.0.1:{xds_port}")];
+    let w = World::with("ctl-nack", "Http", setup);
+    w.discovery(
+        "web",
+        &format!("  selector: {{matchLabels: {{app: web}}}}\n  port: {port}"),
+    );
+    w.pod("web-1", "app: web");
+    w.pod_status("web-1", &["127.0.0.2"], true);
+    w.expect("web", &[("web-1", "HEALTHY")]);
+    let mut grpc = GrpcClient::start(&bin, xds_port, &format!("web.{}", w.registry_ns));
+    grpc.until_served_by(20, &["web-1"]);
+    assert_eq!(w.sd_status("web", "{.status.xds}"), "");
+
+    // A second pod with the same address: grpc-go rejects the endpoints.
+    w.pod("web-2", "app: web");
+    w.pod_status("web-2", &["127.0.0.2"], true);
+    let message = eventually("the NACK on the status", || {
+        let m = w.sd_status("web", "{.status.xds.lastNack.message}");
+        (!m.is_empty()).then_some(m)
+    });
+    assert!(message.contains("duplicate endpoint"), "{message}");
+    assert_eq!(
+        w.sd_status("web", "{.status.xds.lastNack.type}"),
+        "endpoint"
+    );
+    assert_eq!(
+        w.sd_status("web", "{.status.xds.lastNack.resource}"),
+        format!("web.{}", w.registry_ns)
+    );
+    assert_eq!(
+        w.sd_status("web", "{.status.xds.lastNack.node}"),
+        "xds-test-client"
+    );
+    // The client keeps its last good configuration.
+    let report = grpc.send(50);
+    assert_eq!(report.counts.get("web-1"), Some(&50), "{report:?}");
+}
