@@ -48,7 +48,8 @@ struct Demand {
 
 impl Demand {
     /// Records the subset names among `names` that `snapshot` does not serve
-    /// for `kind`, and wakes the follower when one is new.
+    /// for `kind` (of services it does serve), and wakes the follower when
+    /// one is new.
     fn ask<'a>(
         &self,
         kind: ResourceType,
@@ -62,7 +63,12 @@ impl Demand {
             let Some(subset) = SubsetName::parse(name) else {
                 continue;
             };
-            if known.contains(&subset) {
+            // Only subsets of services that exist take a place, so made-up
+            // names cannot use up the limit.
+            let exists = snapshot
+                .resources(ResourceType::Listener)
+                .contains_key(&subset.base);
+            if !exists || known.contains(&subset) {
                 continue;
             }
             if known.len() >= MAX_DEMANDED_SUBSETS {
