@@ -105,6 +105,8 @@ impl GrpcClient {
         });
         let mut child = Command::new(bin)
             .args(["client", &format!("xds:///{target}")])
+            // A bootstrap file named by the environment would win over this one.
+            .env_remove("GRPC_XDS_BOOTSTRAP")
             .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
