@@ -8,6 +8,7 @@
 # Heavy builds are cached outside the repository and reused:
 #   ${WAYMARK_CACHE_DIR:-~/.cache/waymark}/controlplane/  kube-apiserver, etcd, ...
 #   ${WAYMARK_CACHE_DIR:-~/.cache/waymark}/coredns/, helm/ CoreDNS and Helm (DNS and chart tests)
+#   ${WAYMARK_CACHE_DIR:-~/.cache/waymark}/xds-client/    the grpc-go xDS client (xDS tests)
 #   ${CARGO_TARGET_DIR:-~/.cache/waymark/target}          Rust build output
 set -euo pipefail
 
@@ -41,7 +42,7 @@ if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
   if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
-command -v go >/dev/null || { echo "go not found: Go >= 1.24 is needed to build the test control plane" >&2; exit 1; }
+command -v go >/dev/null || { echo "go not found: Go >= 1.26 is needed to build the test control plane and the xDS test client" >&2; exit 1; }
 
 # --- static checks ---------------------------------------------------------
 log "cargo fmt --check"
@@ -54,6 +55,8 @@ log "building (or reusing) the control plane"
 scripts/build-controlplane.sh
 log "building (or reusing) CoreDNS for the DNS tests"
 scripts/build-coredns.sh
+log "building (or reusing) the grpc-go xDS client for the xDS tests"
+scripts/build-xds-client.sh
 log "building (or reusing) Helm for the chart tests"
 # tests/helm.rs (and scripts/render-manifests.sh) use this binary.
 WAYMARK_HELM=$(scripts/build-helm.sh --print-bin)

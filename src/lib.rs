@@ -10,6 +10,7 @@
 //! - [`crd`]: the `waymark.dev/v1alpha1` custom resources.
 //! - [`telemetry`]: logging, Prometheus metrics and the health endpoints.
 //! - [`controller`]: watches the cluster and keeps the registry equal to it.
+//! - [`xds`]: the xDS server (ADS) for Envoy and proxyless gRPC clients.
 //! - [`cli`]: the `waymark` command line.
 #![forbid(unsafe_code)]
 
@@ -22,3 +23,4 @@ pub mod dns;
 pub mod health;
 pub mod registry;
 pub mod telemetry;
+pub mod xds;

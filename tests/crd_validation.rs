@@ -819,3 +819,39 @@ fn rejects_out_of_range_soa_ttl() {
         &["spec.soaTtl", "should be greater than or equal to 0"],
     );
 }
+
+#[test]
+fn traffic_splits_are_validated() {
+    let t = SdTest::new("split");
+    let mut sd = t.minimal("split-ok");
+    set(
+        &mut sd,
+        "spec.trafficSplit",
+        yaml("{attribute: version, weights: {v1: 90, v2: 10, v3: 0}}"),
+    );
+    assert_accepted(&sd);
+    for (split, expected) in [
+        (
+            "{attribute: version, weights: {v1: 0, v2: 0}}",
+            "at least one weight must be above 0",
+        ),
+        (
+            "{attribute: version, weights: {'a,b': 1}}",
+            "values are 1-255 characters without ',' or '='",
+        ),
+        (
+            "{attribute: version, weights: {}}",
+            "spec.trafficSplit.weights",
+        ),
+        (
+            "{attribute: 'ver:sion', weights: {v1: 1}}",
+            "spec.trafficSplit.attribute",
+        ),
+        ("{attribute: version, weights: {v1: 1000001}}", "1000000"),
+        ("{weights: {v1: 1}}", "attribute"),
+    ] {
+        let mut sd = t.minimal("split-bad");
+        set(&mut sd, "spec.trafficSplit", yaml(split));
+        assert_rejected(&sd, &[expected]);
+    }
+}

@@ -170,6 +170,7 @@ service:
   dns: {{port: 1053}}
   dnsPublic: {{enabled: true, type: LoadBalancer}}
   metrics: {{port: 9100}}
+  xds: {{enabled: true, port: 18001}}
 serviceAccount: {{name: waymark-opts, annotations: {{example.com/role: dns}}}}
 rbac: {{aggregateToDefaultRoles: false}}
 resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
@@ -188,6 +189,7 @@ networkPolicy:
   enabled: true
   ingress:
     dnsFrom: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}}}]
+    xdsFrom: [{{namespaceSelector: {{matchLabels: {{mesh: enabled}}}}}}]
   egress: [{{ports: [{{port: 6443, protocol: TCP}}]}}]
 waymarkNamespaces:
   - name: {wns}
@@ -639,6 +641,7 @@ fn every_rendered_flag_is_a_flag_of_waymark_run() {
         "--disable-leader-election",
         "--lease-duration-seconds",
         "--dns-public-addr",
+        "--xds-addr",
         "--log",
         "--log-format",
         "--region",
@@ -721,6 +724,21 @@ fn every_option_renders_objects_the_api_server_accepts() {
     assert!(!docs.iter().any(|d| d["kind"] == "Role"));
     let public = find(&docs, "Service", "wm-opts-dns-public");
     assert_eq!(public["spec"]["type"], "LoadBalancer");
+    let xds = find(&docs, "Service", "wm-opts-xds");
+    assert_eq!(xds["spec"]["ports"][0]["port"], 18001);
+    assert_eq!(xds["spec"]["ports"][0]["targetPort"], "xds");
+    let np = find(&docs, "NetworkPolicy", "wm-opts");
+    assert!(
+        np["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|rule| {
+                rule["ports"][0]["port"] == "xds"
+                    && rule["from"][0]["namespaceSelector"]["matchLabels"]["mesh"] == "enabled"
+            }),
+        "{np}"
+    );
     let sm = find(&docs, "ServiceMonitor", "wm-opts");
     assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");

@@ -29,6 +29,7 @@ use crate::health::{self, ProberConfig};
 use crate::registry::HealthFlip;
 use crate::registry::{self, ArnScope, Registry, RegistryConfig};
 use crate::telemetry::{self, LogFormat, Telemetry};
+use crate::xds;
 
 /// Errors of the command-line layer.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,9 @@ pub enum Error {
     /// The DNS server failed.
     #[error(transparent)]
     Dns(#[from] dns::Error),
+    /// The xDS server failed.
+    #[error(transparent)]
+    Xds(#[from] xds::Error),
     /// The active health checks could not start.
     #[error(transparent)]
     Health(#[from] health::Error),
@@ -183,6 +187,10 @@ pub struct ServeArgs {
     /// Address of the metrics server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "WAYMARK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: SocketAddr,
+    /// Address of the xDS server (gRPC, plaintext: ADS for Envoy and proxyless gRPC clients,
+    /// see docs/xds.md); off unless given.
+    #[arg(long, env = "WAYMARK_XDS_ADDR")]
+    pub xds_addr: Option<SocketAddr>,
     /// AWS region reported in ARNs.
     #[arg(long, env = "WAYMARK_REGION", default_value = "us-east-1")]
     pub region: String,
@@ -371,6 +379,7 @@ async fn run_registry(
         dns_addr,
         dns_public_addr,
         metrics_addr,
+        xds_addr,
         region,
         account_id,
         probe,
@@ -418,6 +427,10 @@ async fn run_registry(
     if let Some(addr) = dns_public_addr {
         dns_listeners.push(DnsListener::bind(addr, Scope::PublicOnly).await?);
     }
+    let xds_listener = match xds_addr {
+        Some(addr) => Some(xds::bind(addr).await?),
+        None => None,
+    };
 
     let started = std::time::Instant::now();
     let config = RegistryConfig {
@@ -497,6 +510,24 @@ async fn run_registry(
         rrl,
         stopped(stop_rx.clone()),
     ));
+    // The xDS server's NACKs reach the ServiceDiscovery status under `run`.
+    let xds_status = xds_listener.as_ref().map(|_| xds::XdsStatus::default());
+    let xds = match xds_listener {
+        Some(listener) => {
+            let metrics = xds::XdsMetrics::register(telemetry.prometheus())?;
+            let addr = listener.local_addr().ok();
+            let server = tokio::spawn(xds::serve(
+                listener,
+                registry.clone(),
+                metrics,
+                xds_status.clone().unwrap_or_default(),
+                stopped(stop_rx.clone()),
+            ));
+            info!(xds_addr = ?addr, "xDS server (ADS) listening");
+            server
+        }
+        None => tokio::spawn(std::future::pending::<Result<(), xds::Error>>()),
+    };
     // Active health checks: `serve` always probes; under `run` only the
     // leader does, and the controller turns the flips into Events and status.
     let leads = controller
@@ -533,6 +564,7 @@ async fn run_registry(
                     ready: Box::new(move |r| ready.set_ready(r)),
                     leader: leader_tx,
                     flips: flips_rx,
+                    xds: xds_status,
                 },
                 stopped(stop_rx.clone()),
             ))
@@ -559,6 +591,10 @@ async fn run_registry(
             return Ok(());
         }
         res = dns => {
+            res??;
+            return Ok(());
+        }
+        res = xds => {
             res??;
             return Ok(());
         }

@@ -19,7 +19,8 @@ use crate::registry::model::{
 use crate::registry::validate::{self, AWS_INSTANCE_IPV4, AWS_INSTANCE_IPV6, AWS_INSTANCE_PORT};
 
 pub use self::attributes::{
-    AVAILABILITY_ZONE, K8S_NAMESPACE, K8S_NODE_NAME, K8S_POD_NAME, REGION, WAYMARK_MANAGED_BY,
+    AVAILABILITY_ZONE, K8S_NAMESPACE, K8S_NODE_NAME, K8S_POD_NAME, REGION, WAYMARK_DRAINING,
+    WAYMARK_MANAGED_BY,
 };
 use self::attributes::{add_labels, resolve_port};
 
@@ -38,6 +39,8 @@ pub struct DesiredService {
     pub health_check_config: Option<HealthCheckConfig>,
     /// Whether the service has custom health (readiness-driven or Custom).
     pub custom_health: bool,
+    /// The service's WAYMARK_TRAFFIC_SPLIT attribute (spec.trafficSplit), if any.
+    pub traffic_split: Option<String>,
 }
 
 /// A reason the service is degraded but still synced.
@@ -219,6 +222,11 @@ pub fn plan(
         dns_config,
         health_check_config,
         custom_health,
+        traffic_split: sd
+            .spec
+            .traffic_split
+            .as_ref()
+            .map(crd::TrafficSplit::attribute_value),
     };
 
     let ctx = PodContext::new(sd, cluster, cluster_id);
@@ -421,6 +429,11 @@ impl<'a> PodContext<'a> {
             }
         }
         attrs.insert(WAYMARK_MANAGED_BY.into(), self.owner_marker.clone());
+        // Constant while the pod drains (the deadline is fixed at deletion),
+        // so marking it is one registry write.
+        if let Some(deadline) = deadline {
+            attrs.insert(WAYMARK_DRAINING.into(), deadline.to_string());
+        }
         for (k, v) in &sd.spec.attributes {
             if !attrs.contains_key(k) {
                 attrs.insert(k.clone(), v.clone());
@@ -668,6 +681,11 @@ mod tests {
         let during = plan(&sd, &c, "c1", 1_010_000).unwrap();
         assert_eq!(during.instances[0].health, Some(HealthStatus::Unhealthy));
         assert_eq!(during.next_deadline, Some(1_030_000));
+        // Marked as draining (xDS serves it as DRAINING), with its deadline.
+        assert_eq!(
+            during.instances[0].attributes.get(WAYMARK_DRAINING),
+            Some("1030000")
+        );
         let after = plan(&sd, &c, "c1", 1_030_000).unwrap();
         assert!(after.instances.is_empty());
     }

@@ -17,6 +17,7 @@ use super::status::SdOutcome;
 use crate::crd::{InstanceCounts, ServiceDiscovery};
 use crate::registry::model::{HealthCheckCustomConfig, HealthStatus, NamespaceType, Owner};
 use crate::registry::{self, CreateService, DesiredInstance, UpdateService};
+use crate::xds::snapshot::WAYMARK_TRAFFIC_SPLIT;
 use serde_json::json;
 
 /// What the last full reconcile of a ServiceDiscovery found, so pod changes
@@ -270,6 +271,9 @@ impl Controller {
                 .map(|e| e.service.clone());
             (ns.id.clone(), ns.kind, existing)
         };
+        let joined = existing
+            .as_ref()
+            .is_some_and(|svc| self.owned_elsewhere(&svc.owner));
         let service_id = match existing {
             // Another cluster created it in a shared registry: one service
             // holds the pods of both (Cloud Map's discovery across VPCs).
@@ -353,6 +357,13 @@ impl Controller {
                 }
             }
         };
+        // The traffic split is the owner's to set; a cluster that joined
+        // another's service leaves it alone.
+        if !joined
+            && let Err((reason, message)) = self.sync_traffic_split(&service_id, want, &owner)
+        {
+            return SdOutcome::failed(reason, message);
+        }
         // A renamed service or a new namespaceRef leaves the old one behind:
         // removed when this cluster owns it, left when it was joined (the
         // cached plan names it; after a restart garbage collection does).
@@ -510,6 +521,54 @@ impl Controller {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Makes the service's WAYMARK_TRAFFIC_SPLIT attribute what spec.trafficSplit
+    /// asks for (the xDS server turns it into weighted routes); on failure,
+    /// the condition reason and message.
+    fn sync_traffic_split(
+        &self,
+        service_id: &str,
+        want: &DesiredService,
+        owner: &Owner,
+    ) -> Result<(), (&'static str, String)> {
+        let current = self.registry.read().service(service_id).and_then(|e| {
+            e.service
+                .attributes
+                .get(WAYMARK_TRAFFIC_SPLIT)
+                .map(String::from)
+        });
+        if current == want.traffic_split {
+            return Ok(());
+        }
+        let result = match &want.traffic_split {
+            Some(value) => {
+                self.permitted("UpdateServiceAttributes", || {
+                    json!({"ServiceId": service_id, "Attributes": {WAYMARK_TRAFFIC_SPLIT: value}})
+                })
+                .map_err(|denied| ("AccessDenied", denied))?;
+                self.registry.update_service_attributes(
+                    service_id,
+                    [(WAYMARK_TRAFFIC_SPLIT, value.as_str())]
+                        .into_iter()
+                        .collect(),
+                    owner,
+                )
+            }
+            None => {
+                self.permitted(
+                    "DeleteServiceAttributes",
+                    || json!({"ServiceId": service_id, "Attributes": [WAYMARK_TRAFFIC_SPLIT]}),
+                )
+                .map_err(|denied| ("AccessDenied", denied))?;
+                self.registry.delete_service_attributes(
+                    service_id,
+                    &[WAYMARK_TRAFFIC_SPLIT.to_string()],
+                    owner,
+                )
+            }
+        };
+        result.map_err(|e| ("RegistryError", e.to_string()))
     }
 
     /// Whether the ServiceDiscovery an owner marker names still exists.

@@ -156,6 +156,9 @@ pub struct Links {
     pub leader: tokio::sync::watch::Sender<bool>,
     /// Health flips from the active checks, turned into Events and status.
     pub flips: mpsc::Receiver<Vec<registry::HealthFlip>>,
+    /// The xDS server's findings (its last NACK per service), written to the
+    /// ServiceDiscovery status; `None` without `--xds-addr`.
+    pub xds: Option<crate::xds::XdsStatus>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -172,6 +175,7 @@ pub async fn run(
         ready,
         leader: leader_tx,
         flips: mut flips_rx,
+        xds,
     } = links;
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     let (watches, synced) = watch::spawn_all(&client, &config, &tx);
@@ -217,6 +221,7 @@ pub async fn run(
         sd_cache: HashMap::new(),
         status_sent_at: HashMap::new(),
         status_due: BTreeMap::new(),
+        xds,
     };
     let shared = ctl.registry.is_shared();
     let mut resync = tokio::time::interval(config.resync);
@@ -262,6 +267,26 @@ pub async fn run(
                     for key in ctl.status_due.remove(&k).unwrap_or_default() {
                         ctl.dirty_pods.entry(key).or_default();
                     }
+                }
+            }
+            () = async {
+                match ctl.xds.as_ref() {
+                    Some(xds) => xds.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // A NACK: refresh the status of the ServiceDiscoveries of
+                // the services it concerns (through their cached plans).
+                let changed = ctl.xds.as_ref().map(|x| x.take_changed()).unwrap_or_default();
+                let keys: Vec<Key> = ctl
+                    .cluster
+                    .discoveries
+                    .iter()
+                    .filter(|(_, sd)| ctl.xds_name(sd).is_some_and(|n| changed.contains(&n)))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    ctl.dirty_pods.entry(key).or_default();
                 }
             }
             Some(flips) = flips_rx.recv() => {
@@ -362,9 +387,21 @@ struct Controller {
     // counts alone are written at most once per STATUS_INTERVAL_MS.
     status_sent_at: HashMap<Key, i64>,
     status_due: BTreeMap<i64, BTreeSet<Key>>,
+    // The xDS server's last NACK per service (with --xds-addr).
+    xds: Option<crate::xds::XdsStatus>,
 }
 
 impl Controller {
+    /// The xDS name of a ServiceDiscovery's service, `<service>.<registry
+    /// namespace>`, once its Namespace is known.
+    fn xds_name(&self, sd: &ServiceDiscovery) -> Option<String> {
+        let wns = self.cluster.namespaces.get(&sd.spec.namespace_ref.name)?;
+        Some(crate::xds::snapshot::resource_name(
+            sd.service_name(),
+            wns.registry_name(),
+        ))
+    }
+
     /// The ownership marker of what this cluster's controller writes for `object`.
     /// Whether the controller's principal may make the Cloud Map call
     /// `operation` with the request `body` builds (always, without a

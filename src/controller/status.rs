@@ -290,6 +290,7 @@ impl Controller {
             last_sync_time: None,
             conditions,
             skipped_labels: outcome.skipped_labels,
+            xds: self.xds_status(sd),
         };
         let mut value = serde_json::to_value(&status).unwrap_or_default();
         let sent = self.sent_sd_status.get(key);
@@ -340,6 +341,22 @@ impl Controller {
                 .or_default()
                 .insert(key.clone());
         }
+    }
+
+    /// What xDS clients reported about the service of `sd`, if anything.
+    fn xds_status(&self, sd: &ServiceDiscovery) -> Option<crate::crd::XdsServiceStatus> {
+        let nack = self.xds.as_ref()?.last_nack(&self.xds_name(sd)?)?;
+        let time = k8s_openapi::jiff::Timestamp::from_millisecond(nack.at).ok()?;
+        Some(crate::crd::XdsServiceStatus {
+            last_nack: Some(crate::crd::XdsNack {
+                resource: nack.resource,
+                type_: nack.kind.label().to_string(),
+                version: nack.version,
+                message: nack.message,
+                node: nack.node,
+                time: Time(time),
+            }),
+        })
     }
 
     fn previous_ns_conditions(&self, wns: &WaymarkNamespace) -> Vec<Condition> {

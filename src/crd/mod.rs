@@ -27,7 +27,7 @@ pub use service_discovery::{
     DEFAULT_TIMEOUT_SECONDS, DnsConfig, DnsRecord, HealthCheck, HealthCheckType, InstanceCounts,
     LabelAttributes, NamespaceReference, RecordType, RoutingPolicy, ServiceDiscovery,
     ServiceDiscoverySpec, ServiceDiscoveryStatus, ServiceReference, SkippedLabel,
-    SkippedLabelReason, StaticInstance,
+    SkippedLabelReason, StaticInstance, TrafficSplit, XdsNack, XdsServiceStatus,
 };
 
 /// API group of every Waymark custom resource.
@@ -136,6 +136,26 @@ mod schema {
             "x-kubernetes-validations": [{
                 "rule": key_rule,
                 "message": "attribute keys must be 1-255 printable ASCII characters without spaces",
+            }],
+        })
+    }
+
+    /// Schema of a traffic split's weights: 1 to 16 values (at most 1,000,000 each), whose
+    /// names fit the `WAYMARK_TRAFFIC_SPLIT` attribute format (no `,` or `=`).
+    pub fn split_weights(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 16,
+            "additionalProperties": {
+                "type": "integer",
+                "format": "int32",
+                "minimum": 0,
+                "maximum": 1_000_000,
+            },
+            "x-kubernetes-validations": [{
+                "rule": "self.all(v, size(v) >= 1 && size(v) <= 255 && !v.contains(',') && !v.contains('='))",
+                "message": "values are 1-255 characters without ',' or '='",
             }],
         })
     }

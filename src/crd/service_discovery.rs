@@ -147,6 +147,40 @@ pub struct ServiceDiscoverySpec {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(max = 3600))]
     pub drain_seconds: u32,
+
+    /// Splits the requests of xDS clients (Envoy, proxyless gRPC) between subsets of the
+    /// instances told apart by one attribute, for blue/green and canary releases: for example
+    /// `{attribute: version, weights: {v1: 90, v2: 10}}`. Written to the registry service as
+    /// its WAYMARK_TRAFFIC_SPLIT attribute; Cloud Map API and DNS answers are unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_split: Option<TrafficSplit>,
+}
+
+/// A weighted split of a service's xDS traffic between attribute subsets.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.weights.exists(v, self.weights[v] > 0)")
+    .message("at least one weight must be above 0"))]
+pub struct TrafficSplit {
+    /// The instance attribute whose values name the subsets (a pod label copied as an
+    /// attribute through spec.labelAttributes, or a static instance's attribute).
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[!-9;-~]+$"))]
+    pub attribute: String,
+    /// Relative weight per attribute value (1 to 16 values; a value's instances receive
+    /// weight / sum of weights of the requests). Values may not contain `,` or `=`.
+    #[schemars(schema_with = "schema::split_weights")]
+    pub weights: BTreeMap<String, u32>,
+}
+
+impl TrafficSplit {
+    /// The WAYMARK_TRAFFIC_SPLIT attribute value (`<attribute>:<value>=<weight>,…`).
+    pub fn attribute_value(&self) -> String {
+        let weights: Vec<String> = self
+            .weights
+            .iter()
+            .map(|(v, w)| format!("{v}={w}"))
+            .collect();
+        format!("{}:{}", self.attribute, weights.join(","))
+    }
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -431,6 +465,40 @@ pub struct ServiceDiscoveryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["label"]))]
     pub skipped_labels: Vec<SkippedLabel>,
+
+    /// What xDS clients (`--xds-addr`) of the replica writing this status reported about
+    /// the service's resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xds: Option<XdsServiceStatus>,
+}
+
+/// What xDS clients reported about a service.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsServiceStatus {
+    /// The last configuration a client rejected (NACKed); the client keeps using its
+    /// previous one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_nack: Option<XdsNack>,
+}
+
+/// A configuration an xDS client rejected.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsNack {
+    /// The rejected resource: `<service>.<namespace>`, or one of its subsets.
+    pub resource: String,
+    /// Its type: `listener`, `route`, `cluster` or `endpoint`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The rejected version.
+    pub version: String,
+    /// The client's reason.
+    pub message: String,
+    /// The client's node id.
+    pub node: String,
+    /// When the client rejected it.
+    pub time: Time,
 }
 
 /// Instance counts of a service.

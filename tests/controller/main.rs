@@ -575,7 +575,15 @@ fn terminating_pods_drain_then_leave() {
     assert_eq!(got[0].2["REGION"], "eu-west-1");
     // Without a kubelet the pod stays Terminating: Waymark drains it.
     w.kubectl(&["delete", "pod", "web-1", "--wait=false"]);
-    w.expect("web", &[("web-1", "UNHEALTHY")]);
+    let got = w.expect("web", &[("web-1", "UNHEALTHY")]);
+    // Marked as draining (served as DRAINING over xDS) until its deadline.
+    assert!(
+        got[0].2["WAYMARK_DRAINING"]
+            .as_str()
+            .and_then(|d| d.parse::<i64>().ok())
+            .is_some_and(|d| d > 0),
+        "{got:?}"
+    );
     let started = Instant::now();
     w.expect("web", &[]);
     assert!(
@@ -1485,4 +1493,167 @@ fn a_controller_principal_needs_signed_access_and_a_known_name() {
         err.contains("\"nobody\" is not a principal of the credentials file"),
         "{err}"
     );
+}
+
+#[path = "../xds_support/mod.rs"]
+mod xds_support;
+
+/// A loopback port free on both 127.0.0.2 and 127.0.0.3 a moment ago: two
+/// "pods" with their own loopback IPs and the ServiceDiscovery's one port.
+fn port_free_on_two_loopback_ips() -> u16 {
+    loop {
+        let a = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.3", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn xds_clients_follow_pod_readiness_and_drain_terminating_pods() {
+    use xds_support::{Backends, GrpcClient, xds_client_bin};
+    let bin = xds_client_bin();
+    let port = port_free_on_two_loopback_ips();
+    let backends = Backends::start(
+        &bin,
+        &[
+            &format!("web-1=127.0.0.2:{port}"),
+            &format!("web-2=127.0.0.3:{port}"),
+        ],
+    );
+    assert_eq!(backends.ports.len(), 2);
+    let xds_port = free_port();
+    let mut setup = Setup::embedded();
+    setup.extra_args = vec!["--xds-addr".into(), format!("127.0.0.1:{xds_port}")];
+    let w = World::with("ctl-xds", "Http", setup);
+    w.discovery(
+        "web",
+        &format!("  selector: {{matchLabels: {{app: web}}}}\n  port: {port}\n  drainSeconds: 60"),
+    );
+    let node = w.node("eu-west-1b", "eu-west-1");
+    for (pod, ip) in [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3")] {
+        w.pod_on(pod, "app: web", Some(&node));
+        w.pod_status(pod, &[ip], true);
+    }
+    w.expect("web", &[("web-1", "HEALTHY"), ("web-2", "HEALTHY")]);
+    let mut grpc = GrpcClient::start(&bin, xds_port, &format!("web.{}", w.registry_ns));
+    grpc.until_served_by(20, &["web-1", "web-2"]);
+
+    // Not Ready: no traffic; Ready again: traffic again.
+    w.pod_status("web-1", &["127.0.0.2"], false);
+    grpc.until_served_by(20, &["web-2"]);
+    w.pod_status("web-1", &["127.0.0.2"], true);
+    grpc.until_served_by(20, &["web-1", "web-2"]);
+
+    // Terminating (a bound pod stays so without a kubelet): drained at once,
+    // while its instance stays registered for drainSeconds.
+    w.kubectl(&["delete", "pod", "web-2", "--wait=false"]);
+    grpc.until_served_by(20, &["web-1"]);
+    let report = grpc.send(100);
+    assert_eq!(report.counts.get("web-1"), Some(&100), "{report:?}");
+    let got = w.expect("web", &[("web-1", "HEALTHY"), ("web-2", "UNHEALTHY")]);
+    assert!(got[1].2.get("WAYMARK_DRAINING").is_some(), "{got:?}");
+
+    for pod in ["web-1", "web-2"] {
+        w.kubectl(&["delete", "pod", pod, "--grace-period=0", "--force"]);
+    }
+    w.cp.kubectl_ok(&["delete", "node", &node]);
+}
+
+#[test]
+fn editing_the_traffic_split_of_a_service_discovery_moves_xds_traffic() {
+    use xds_support::{Backends, GrpcClient, xds_client_bin};
+    let bin = xds_client_bin();
+    let port = port_free_on_two_loopback_ips();
+    let _backends = Backends::start(
+        &bin,
+        &[
+            &format!("web-v1=127.0.0.2:{port}"),
+            &format!("web-v2=127.0.0.3:{port}"),
+        ],
+    );
+    let xds_port = free_port();
+    let mut setup = Setup::embedded();
+    setup.extra_args = vec!["--xds-addr".into(), format!("127.0.0.1:{xds_port}")];
+    let w = World::with("ctl-split", "Http", setup);
+    let spec = |split: &str| {
+        format!(
+            "  selector: {{matchLabels: {{app: web}}}}\n  port: {port}\n  labelAttributes: {{include: [version]}}{split}"
+        )
+    };
+    w.discovery(
+        "web",
+        &spec("\n  trafficSplit: {attribute: version, weights: {v1: 100, v2: 0}}"),
+    );
+    for (pod, ip, version) in [("web-v1", "127.0.0.2", "v1"), ("web-v2", "127.0.0.3", "v2")] {
+        w.pod(pod, &format!("app: web, version: {version}"));
+        w.pod_status(pod, &[ip], true);
+    }
+    w.expect("web", &[("web-v1", "HEALTHY"), ("web-v2", "HEALTHY")]);
+    let mut grpc = GrpcClient::start(&bin, xds_port, &format!("web.{}", w.registry_ns));
+    grpc.until_served_by(20, &["web-v1"]);
+
+    // Green: one edit of the CR moves every request.
+    w.discovery(
+        "web",
+        &spec("\n  trafficSplit: {attribute: version, weights: {v1: 0, v2: 100}}"),
+    );
+    grpc.until_served_by(20, &["web-v2"]);
+    // Without a split, the whole service again.
+    w.kubectl(&[
+        "patch",
+        "servicediscovery",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/spec/trafficSplit"}]"#,
+    ]);
+    grpc.until_served_by(20, &["web-v1", "web-v2"]);
+}
+
+#[test]
+fn an_xds_nack_is_reported_on_the_service_discovery_status() {
+    use xds_support::{Backends, GrpcClient, xds_client_bin};
+    let bin = xds_client_bin();
+    let port = port_free_on_two_loopback_ips();
+    let _backends = Backends::start(&bin, &[&format!("web-1=127.0.0.2:{port}")]);
+    let xds_port = free_port();
+    let mut setup = Setup::embedded();
+    setup.extra_args = vec!["--xds-addr".into(), format!("127.0.0.1:{xds_port}")];
+    let w = World::with("ctl-nack", "Http", setup);
+    w.discovery(
+        "web",
+        &format!("  selector: {{matchLabels: {{app: web}}}}\n  port: {port}"),
+    );
+    w.pod("web-1", "app: web");
+    w.pod_status("web-1", &["127.0.0.2"], true);
+    w.expect("web", &[("web-1", "HEALTHY")]);
+    let mut grpc = GrpcClient::start(&bin, xds_port, &format!("web.{}", w.registry_ns));
+    grpc.until_served_by(20, &["web-1"]);
+    assert_eq!(w.sd_status("web", "{.status.xds}"), "");
+
+    // A second pod with the same address: grpc-go rejects the endpoints.
+    w.pod("web-2", "app: web");
+    w.pod_status("web-2", &["127.0.0.2"], true);
+    let message = eventually("the NACK on the status", || {
+        let m = w.sd_status("web", "{.status.xds.lastNack.message}");
+        (!m.is_empty()).then_some(m)
+    });
+    assert!(message.contains("duplicate endpoint"), "{message}");
+    assert_eq!(
+        w.sd_status("web", "{.status.xds.lastNack.type}"),
+        "endpoint"
+    );
+    assert_eq!(
+        w.sd_status("web", "{.status.xds.lastNack.resource}"),
+        format!("web.{}", w.registry_ns)
+    );
+    assert_eq!(
+        w.sd_status("web", "{.status.xds.lastNack.node}"),
+        "xds-test-client"
+    );
+    // The client keeps its last good configuration.
+    let report = grpc.send(50);
+    assert_eq!(report.counts.get("web-1"), Some(&50), "{report:?}");
 }

@@ -23,15 +23,22 @@ pub const AVAILABILITY_ZONE: &str = "AVAILABILITY_ZONE";
 pub const REGION: &str = "REGION";
 /// Attribute: the ownership marker, `<cluster id>/<namespace>/<ServiceDiscovery>`.
 pub const WAYMARK_MANAGED_BY: &str = "WAYMARK_MANAGED_BY";
+/// Attribute: set on a terminating pod's instance while it drains, to the
+/// drain deadline in epoch milliseconds. The instance is `UNHEALTHY` for
+/// Cloud Map and DNS as before; the xDS server serves it as `DRAINING` (any
+/// instance carrying the attribute, API-registered ones too), which health
+/// alone cannot tell apart from a failing instance.
+pub const WAYMARK_DRAINING: &str = "WAYMARK_DRAINING";
 
 /// Attributes Waymark sets itself; labels and spec attributes cannot override them.
-const SYSTEM_ATTRIBUTES: [&str; 6] = [
+const SYSTEM_ATTRIBUTES: [&str; 7] = [
     K8S_NAMESPACE,
     K8S_POD_NAME,
     K8S_NODE_NAME,
     AVAILABILITY_ZONE,
     REGION,
     WAYMARK_MANAGED_BY,
+    WAYMARK_DRAINING,
 ];
 
 /// Resolves spec.port for one pod: a number, a port of the referenced
