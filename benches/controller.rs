@@ -43,8 +43,14 @@
 //! as UNHEALTHY; CoreDNS keeps only Ready endpoints), and again once every pod
 //! is Ready.
 //!
+//! Raw results (every flip's latency, memory per pod): `bench-results/controller.json`
+//! (see `results.rs`), for `scripts/plot-benches.sh`.
+//!
 //! CoreDNS is skipped (with the reason printed) only when its binary cannot be
 //! built or lacks the `kubernetes` plugin.
+
+#[path = "results.rs"]
+mod results;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -786,7 +792,7 @@ async fn run(
     cp_dir: &Path,
     coredns_bin: Option<&Path>,
     client: kube::Client,
-) {
+) -> serde_json::Value {
     let round = format!("r{pods}");
     println!("--- {pods} pods (load average {})", loadavg());
     let dir = tempfile::tempdir().unwrap();
@@ -1093,6 +1099,12 @@ async fn run(
         rss_after.saturating_sub(rss_before) as f64 / pods as f64,
         threads(pid),
     );
+    // `stats` sorted the samples.
+    let mut out = json!({
+        "pods": pods,
+        "waymark_ms": l,
+        "waymark_bytes_per_pod_not_ready": rss_after.saturating_sub(rss_before) as f64 / pods as f64,
+    });
     println!(
         "{pods} pods: Waymark path split: patch ack → pod watch event (bench's own watch) {}; \
          pod watch event → visible in Waymark {} ({before_ack} events arrived before the ack, counted as 0)",
@@ -1101,7 +1113,7 @@ async fn run(
     );
     let Some(coredns) = coredns else {
         println!("{pods} pods: CoreDNS skipped (see above)");
-        return;
+        return out;
     };
     println!(
         "{pods} pods: Waymark's own pod event → registry histogram during the flips: {}",
@@ -1127,6 +1139,9 @@ async fn run(
         cdns_rss_created.saturating_sub(cdns_rss_before) as f64 / 1e6,
         cdns_rss_created.saturating_sub(cdns_rss_before) as f64 / pods as f64,
     );
+    out["coredns_ms"] = json!(c);
+    out["coredns_bytes_per_pod_not_ready"] =
+        json!(cdns_rss_created.saturating_sub(cdns_rss_before) as f64 / pods as f64);
     println!(
         "{pods} pods: CoreDNS path split: patch ack → EndpointSlice (bench's watch) {}; \
          EndpointSlice → CoreDNS answer {}; {} DNS poll queries",
@@ -1201,6 +1216,10 @@ async fn run(
         cdns_rss.saturating_sub(cdns_rss_before) as f64 / 1e6,
         cdns_rss.saturating_sub(cdns_rss_before) as f64 / pods as f64,
     );
+    out["waymark_bytes_per_pod_ready"] = json!(rss.saturating_sub(rss_before) as f64 / pods as f64);
+    out["coredns_bytes_per_pod_ready"] =
+        json!(cdns_rss.saturating_sub(cdns_rss_before) as f64 / pods as f64);
+    out
 }
 
 #[tokio::main]
@@ -1278,14 +1297,18 @@ async fn main() {
             .unwrap_or_default(),
         cp_dir.display()
     );
+    let mut runs = Vec::new();
     for pods in rounds {
-        run(
-            pods,
-            &kubeconfig,
-            &cp_dir,
-            coredns.as_deref(),
-            client.clone(),
-        )
-        .await;
+        runs.push(
+            run(
+                pods,
+                &kubeconfig,
+                &cp_dir,
+                coredns.as_deref(),
+                client.clone(),
+            )
+            .await,
+        );
     }
+    results::write("controller", json!({ "runs": runs }));
 }

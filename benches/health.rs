@@ -23,6 +23,9 @@
 //!    (HealthStatus=HEALTHY) and the DNS A answer (both polled every 5 ms);
 //!    reopen them and time the recovery. Repeated `trials` times.
 
+#[path = "results.rs"]
+mod results;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -601,7 +604,15 @@ async fn main() {
             results[i].push((api, dns, rec));
         }
     }
+    let mut raw = Vec::new();
     for (i, (threshold, _, _)) in victims.iter().enumerate() {
+        raw.push(serde_json::json!({
+            "failure_threshold": threshold,
+            "bound_seconds": interval as f64 * *threshold as f64,
+            "out_of_discover_seconds": results[i].iter().map(|r| r.0).collect::<Vec<_>>(),
+            "out_of_dns_seconds": results[i].iter().map(|r| r.1).collect::<Vec<_>>(),
+            "recovery_seconds": results[i].iter().map(|r| r.2).collect::<Vec<_>>(),
+        }));
         let mut api: Vec<f64> = results[i].iter().map(|r| r.0).collect();
         let mut dns: Vec<f64> = results[i].iter().map(|r| r.1).collect();
         let mut rec: Vec<f64> = results[i].iter().map(|r| r.2).collect();
@@ -630,5 +641,9 @@ async fn main() {
         "Waymark at the end: RSS {:.1} MiB, {:.1} s CPU in total",
         mib(proc_status(pid, "VmRSS:")),
         cpu_seconds(pid)
+    );
+    results::write(
+        "health",
+        serde_json::json!({"instances": instances, "interval_seconds": interval, "thresholds": raw}),
     );
 }

@@ -4,9 +4,16 @@
 //!
 //!   cargo bench --bench restore            # 150,000 instances
 //!   WAYMARK_BENCH_INSTANCES=20000 cargo bench --bench restore
+//!   WAYMARK_BENCH_INSTANCES=10000,50000,150000 cargo bench --bench restore
+//!                                          # one restart per size
+//!
+//! Raw results: `bench-results/restore.json` (see `results.rs`).
 //!
 //! Instances look like what the controller registers for a pod: IPv4, port,
 //! a few labels, Kubernetes metadata and the controller ownership marker.
+
+#[path = "results.rs"]
+mod results;
 
 use std::time::Instant;
 
@@ -23,10 +30,18 @@ fn rss_bytes() -> u64 {
 }
 
 fn main() {
-    let total: usize = std::env::var("WAYMARK_BENCH_INSTANCES")
+    let sizes: Vec<usize> = std::env::var("WAYMARK_BENCH_INSTANCES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150_000);
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![150_000]);
+    let runs: Vec<serde_json::Value> = sizes.into_iter().map(run).collect();
+    results::write("restore", serde_json::json!({ "runs": runs }));
+}
+
+/// Populates a store with `total` instances, restarts a registry on it and
+/// reports what the restart took.
+fn run(total: usize) -> serde_json::Value {
     let per_service = 1000;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -152,9 +167,15 @@ fn main() {
         elapsed.as_secs_f64(),
         loaded as f64 / elapsed.as_secs_f64()
     );
+    let per_instance = rss_after.saturating_sub(rss_before) as f64 / loaded as f64;
     println!(
-        "memory: RSS grew by {:.1} MB = {:.0} bytes per instance (includes the redb page cache)",
+        "memory: RSS grew by {:.1} MB = {per_instance:.0} bytes per instance (includes the redb page cache)",
         (rss_after.saturating_sub(rss_before)) as f64 / 1e6,
-        rss_after.saturating_sub(rss_before) as f64 / loaded as f64
     );
+    serde_json::json!({
+        "instances": loaded,
+        "load_seconds": elapsed.as_secs_f64(),
+        "bytes_per_instance": per_instance,
+        "database_bytes": db_size,
+    })
 }

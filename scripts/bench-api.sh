@@ -168,15 +168,23 @@ function done(summary, latency, requests)
     summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(99) / 1000,
     summary.requests, e.connect + e.read + e.write + e.status + e.timeout))
+  -- The latency distribution, for the plots (scripts/plot-benches.sh).
+  io.write("PCTL")
+  for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.9, 99.99}) do
+    io.write(string.format(" %g:%.4f", p, latency:percentile(p) / 1000))
+  end
+  io.write("\n")
 end
 EOF
 }
 lua "$work/max.lua"
 
 # run URL CONNECTIONS SECONDS SCRIPT -> "rps p50_ms p99_ms requests errors"
+# (wrk's whole output is kept in $work/last.out.)
 run() {
   local threads=$((max_threads < $2 ? max_threads : $2))
-  wrk -t"$threads" -c"$2" -d"$3"s --timeout 5s -s "$4" "$1" | awk '/^RESULT/ {print $2, $3, $4, $5, $6}'
+  wrk -t"$threads" -c"$2" -d"$3"s --timeout 5s -s "$4" "$1" | tee "$work/last.out" |
+    awk '/^RESULT/ {print $2, $3, $4, $5, $6}'
 }
 
 rows=()
@@ -187,6 +195,7 @@ for c in $connections; do
     [[ $target == nginx ]] && url=$ngx
     run "$url" "$c" "$warmup" "$work/max.lua" >/dev/null
     read -r rps p50 p99 reqs errs < <(run "$url" "$c" "$duration" "$work/max.lua")
+    cp "$work/last.out" "$work/raw-$target-$c.out"
     log "$target c=$c: $rps req/s, p50 $p50 ms, p99 $p99 ms ($reqs requests, $errs errors)"
     rows+=("$target $c $rps $p50 $p99 $errs")
     if [[ $target == waymark ]]; then
@@ -242,3 +251,27 @@ for r in "${half_rows[@]}"; do
   read -r target c rps p50 p99 errs <<<"$r"
   echo "| $target | $c | $rps | $p50 | $p99 | $errs |"
 done
+
+# --- raw results, for scripts/plot-benches.sh -------------------------------
+results=${WAYMARK_BENCH_RESULTS:-${CARGO_TARGET_DIR:-$repo/target}/bench-results}
+mkdir -p "$results"
+python3 - "$work" "$results/api.json" "$(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" <<'PY'
+import glob, json, os, sys, time
+work, out, machine = sys.argv[1:4]
+runs = []
+for path in sorted(glob.glob(os.path.join(work, "raw-*.out"))):
+    server, connections = os.path.basename(path)[4:-4].rsplit("-", 1)
+    run = {"server": server, "connections": int(connections)}
+    for line in open(path):
+        f = line.split()
+        if f and f[0] == "RESULT":
+            run.update(rps=float(f[1]), p50_ms=float(f[2]), p99_ms=float(f[3]),
+                       requests=int(f[4]), errors=int(f[5]))
+        elif f and f[0] == "PCTL":
+            run["percentiles_ms"] = {p: float(v) for p, v in (x.split(":") for x in f[1:])}
+    runs.append(run)
+with open(out, "w") as f:
+    json.dump({"bench": "api", "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+               "machine": machine, "data": {"runs": runs}}, f, indent=2)
+print(f"raw results: {out}")
+PY

@@ -177,6 +177,7 @@ if [[ -n "${WAYMARK_BASELINE:-}" ]]; then
 fi
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 loads=()
+rounds_raw=()
 reference=""
 # All four run at once on their own ports (idle ones use no CPU); the
 # measurements take turns, in $ROUNDS rounds, and each server's best round
@@ -202,6 +203,7 @@ for round in $(seq 1 "$ROUNDS"); do
     load=$(cut -d' ' -f1 /proc/loadavg)
     loads+=("$load")
     log "$name: $r (qps avg_ms sd_ms lost_% client_cpu_%; load $load)"
+    rounds_raw+=("$name $r")
     read -r qps _ <<<"$r"
     read -r best _ <<<"${result_tp[$name]:-0}"
     if (( qps > best )); then result_tp[$name]=$r; fi
@@ -239,3 +241,31 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "versions: $("$coredns_bin" -version | head -1), $(knotd -V 2>&1 | head -1), $(nsd -v 2>&1 | head -1), $(dnsperf -h 2>&1 | grep -m1 Version)"
 } | tee "$OUT/results.md"
 log "results: $OUT/results.md"
+
+# Raw results, for scripts/plot-benches.sh: every round's figures per server.
+results=${WAYMARK_BENCH_RESULTS:-${CARGO_TARGET_DIR:-$repo/target}/bench-results}
+mkdir -p "$results"
+{
+  for name in "${servers[@]}"; do
+    echo "best $name ${result_tp[$name]}"
+    echo "paced $name ${result_lat[$name]}"
+  done
+  printf 'round %s\n' "${rounds_raw[@]}"
+} | python3 -c '
+import json, sys, time
+servers = {}
+for line in sys.stdin:
+    kind, name, *f = line.split()
+    s = servers.setdefault(name, {"server": name, "rounds_qps": []})
+    qps, avg, sd, lost = float(f[0]), float(f[1]), float(f[2]), float(f[3])
+    if kind == "best":
+        s.update(max_qps=qps, avg_ms=avg, sd_ms=sd, lost_pct=lost)
+    elif kind == "paced":
+        s.update(paced_qps=qps, paced_avg_ms=avg, paced_sd_ms=sd, paced_lost_pct=lost)
+    else:
+        s["rounds_qps"].append(qps)
+json.dump({"bench": "dns", "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+           "machine": sys.argv[1], "data": {"servers": list(servers.values())}},
+          open(sys.argv[2], "w"), indent=2)
+print("raw results: " + sys.argv[2])
+' "$(nproc) vCPU ($cpu)" "$results/dns.json"

@@ -74,3 +74,9 @@ export WAYMARK_TEST_KUBECONFIG="$cp_dir/kubeconfig"
 log "cargo test"
 # Benches (harness = false) are run by their own commands, not here.
 cargo test --lib --bins --tests --no-fail-fast "$@"
+
+# --- plots -----------------------------------------------------------------
+# The plot command on a small real bench run (the restore bench, dev
+# profile: it reuses the test build): every plot must be a non-empty PNG.
+log "scripts/plot-benches.sh --check"
+scripts/plot-benches.sh --check
