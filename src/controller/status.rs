@@ -345,18 +345,23 @@ impl Controller {
 
     /// What xDS clients reported about the service of `sd`, if anything.
     fn xds_status(&self, sd: &ServiceDiscovery) -> Option<crate::crd::XdsServiceStatus> {
-        let nack = self.xds.as_ref()?.last_nack(&self.xds_name(sd)?)?;
-        let time = k8s_openapi::jiff::Timestamp::from_millisecond(nack.at).ok()?;
-        Some(crate::crd::XdsServiceStatus {
-            last_nack: Some(crate::crd::XdsNack {
+        let xds = self.xds.as_ref()?;
+        let name = self.xds_name(sd)?;
+        let clients = xds.clients(&name);
+        let last_nack = xds.last_nack(&name).and_then(|nack| {
+            let time = k8s_openapi::jiff::Timestamp::from_millisecond(nack.at).ok()?;
+            Some(crate::crd::XdsNack {
                 resource: nack.resource,
                 type_: nack.kind.label().to_string(),
                 version: nack.version,
                 message: nack.message,
                 node: nack.node,
                 time: Time(time),
-            }),
-        })
+            })
+        });
+        // Nothing to say until a client subscribes or rejects something.
+        (clients > 0 || last_nack.is_some())
+            .then_some(crate::crd::XdsServiceStatus { clients, last_nack })
     }
 
     fn previous_ns_conditions(&self, wns: &WaymarkNamespace) -> Vec<Condition> {

@@ -476,6 +476,10 @@ pub struct ServiceDiscoveryStatus {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct XdsServiceStatus {
+    /// xDS clients (streams) connected to the replica writing this status that subscribe
+    /// to the service's resources (or its subsets') by name.
+    #[serde(default)]
+    pub clients: u32,
     /// The last configuration a client rejected (NACKed); the client keeps using its
     /// previous one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -140,6 +140,13 @@ impl Subscription {
 }
 
 impl AdsStream {
+    /// Every resource name the client subscribes to, of any type.
+    pub fn subscribed_names(&self) -> impl Iterator<Item = &str> {
+        self.subscriptions
+            .values()
+            .flat_map(|s| s.names.iter().map(String::as_str))
+    }
+
     /// Handles one request against the current snapshot.
     pub fn handle(&mut self, request: &DiscoveryRequest, snapshot: &Snapshot) -> Handled {
         let Some(kind) = ResourceType::from_url(&request.type_url) else {

@@ -271,6 +271,8 @@ trait Protocol: Default + Send + 'static {
     ) -> (Event, Option<Self::Response>);
     /// The responses a new snapshot calls for.
     fn push(&mut self, snapshot: &Snapshot) -> Vec<Self::Response>;
+    /// Every resource name the stream subscribes to.
+    fn subscribed(&self) -> Vec<&str>;
     /// A response's type URL.
     fn type_url(response: &Self::Response) -> &str;
 }
@@ -295,6 +297,9 @@ impl Protocol for AdsStream {
     }
     fn push(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
         AdsStream::push(self, snapshot)
+    }
+    fn subscribed(&self) -> Vec<&str> {
+        self.subscribed_names().collect()
     }
     fn type_url(response: &DiscoveryResponse) -> &str {
         &response.type_url
@@ -326,8 +331,21 @@ impl Protocol for DeltaStream {
     fn push(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
         DeltaStream::push(self, snapshot)
     }
+    fn subscribed(&self) -> Vec<&str> {
+        self.subscribed_names().collect()
+    }
     fn type_url(response: &DeltaDiscoveryResponse) -> &str {
         &response.type_url
+    }
+}
+
+/// Ends a stream's subscriptions in the status when the stream ends, however
+/// it ends.
+struct Subscribed(XdsStatus, u64);
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.0.ended(self.1);
     }
 }
 
@@ -347,6 +365,9 @@ async fn run_stream<P: Protocol>(
     } = shared;
     metrics.clients.inc();
     let _connected = Connected(metrics.clone());
+    // Counted as a client of the services it subscribes to until it closes.
+    let id = status.stream();
+    let _subscribed = Subscribed(status.clone(), id);
     let mut state = P::default();
     let mut node = String::new();
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
@@ -367,6 +388,7 @@ async fn run_stream<P: Protocol>(
                 }
                 let published = snapshots.borrow_and_update().clone();
                 let (event, response) = state.handle(&request, &published.snapshot);
+                status.subscribes(id, state.subscribed());
                 // Subsets asked for by name are built by the follower; the
                 // next snapshot then carries them to this stream.
                 let (type_url, names) = P::subscribes(&request);

@@ -1,6 +1,7 @@
 //! What the xDS server reports about each service for its ServiceDiscovery
-//! status: the last NACK of one of its resources. The streams record; the
-//! controller (under `waymark run`) reads and is told which names changed.
+//! status: how many clients of this replica subscribe to its resources, and
+//! the last NACK of one of them. The streams record; the controller (under
+//! `waymark run`) reads and is told which names changed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,9 @@ pub struct NackRecord {
 #[derive(Debug, Default)]
 struct Inner {
     nacks: HashMap<String, NackRecord>,
+    /// Per open stream, the services it subscribes to by name.
+    streams: HashMap<u64, BTreeSet<String>>,
+    next_stream: u64,
     changed: BTreeSet<String>,
 }
 
@@ -79,6 +83,51 @@ impl XdsStatus {
         }
         drop(inner);
         self.notify.notify_one();
+    }
+
+    /// A new stream's id, for [`XdsStatus::subscribes`] and
+    /// [`XdsStatus::ended`].
+    pub fn stream(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.next_stream += 1;
+        inner.next_stream
+    }
+
+    /// Stream `stream` now subscribes to `names` (resource names of every
+    /// type; a wildcard subscription names none): the services it counts as a
+    /// client of.
+    pub fn subscribes<'a>(&self, stream: u64, names: impl IntoIterator<Item = &'a str>) {
+        let services: BTreeSet<String> = names
+            .into_iter()
+            .map(|n| service_of(n).to_string())
+            .collect();
+        let mut inner = self.lock();
+        let before = inner.streams.get(&stream).cloned().unwrap_or_default();
+        if before == services {
+            return;
+        }
+        let moved: Vec<String> = before.symmetric_difference(&services).cloned().collect();
+        inner.changed.extend(moved);
+        inner.streams.insert(stream, services);
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Stream `stream` closed.
+    pub fn ended(&self, stream: u64) {
+        let mut inner = self.lock();
+        if let Some(services) = inner.streams.remove(&stream) {
+            inner.changed.extend(services);
+            drop(inner);
+            self.notify.notify_one();
+        }
+    }
+
+    /// How many open streams subscribe to resources of the service named
+    /// `name` (`<service>.<namespace>`, or one of its subsets).
+    pub fn clients(&self, name: &str) -> u32 {
+        let inner = self.lock();
+        inner.streams.values().filter(|s| s.contains(name)).count() as u32
     }
 
     /// The last NACK of the resources of the service named `name`
@@ -150,6 +199,34 @@ mod tests {
             ["web.shop"]
         );
         assert!(status.take_changed().is_empty());
+    }
+
+    #[test]
+    fn clients_are_counted_per_service_while_their_streams_last() {
+        let status = XdsStatus::default();
+        let (a, b) = (status.stream(), status.stream());
+        status.subscribes(a, ["web.shop", "web.shop/version=v2", "api.shop"]);
+        status.subscribes(b, ["web.shop"]);
+        assert_eq!(status.clients("web.shop"), 2);
+        assert_eq!(status.clients("api.shop"), 1);
+        assert_eq!(status.clients("db.shop"), 0);
+        let changed = status.take_changed();
+        assert_eq!(
+            changed.into_iter().collect::<Vec<_>>(),
+            ["api.shop", "web.shop"]
+        );
+        // The same subscriptions again change nothing.
+        status.subscribes(b, ["web.shop"]);
+        assert!(status.take_changed().is_empty());
+        // A moves away from api; B closes.
+        status.subscribes(a, ["web.shop"]);
+        status.ended(b);
+        assert_eq!(status.clients("api.shop"), 0);
+        assert_eq!(status.clients("web.shop"), 1);
+        assert_eq!(
+            status.take_changed().into_iter().collect::<Vec<_>>(),
+            ["api.shop", "web.shop"]
+        );
     }
 
     #[test]

@@ -1631,7 +1631,11 @@ fn an_xds_nack_is_reported_on_the_service_discovery_status() {
     w.expect("web", &[("web-1", "HEALTHY")]);
     let mut grpc = GrpcClient::start(&bin, xds_port, &format!("web.{}", w.registry_ns));
     grpc.until_served_by(20, &["web-1"]);
-    assert_eq!(w.sd_status("web", "{.status.xds}"), "");
+    // The connected client is counted; nothing was rejected yet.
+    eventually("the xDS client on the status", || {
+        (w.sd_status("web", "{.status.xds.clients}") == "1").then_some(())
+    });
+    assert_eq!(w.sd_status("web", "{.status.xds.lastNack}"), "");
 
     // A second pod with the same address: grpc-go rejects the endpoints.
     w.pod("web-2", "app: web");
@@ -1656,4 +1660,13 @@ fn an_xds_nack_is_reported_on_the_service_discovery_status() {
     // The client keeps its last good configuration.
     let report = grpc.send(50);
     assert_eq!(report.counts.get("web-1"), Some(&50), "{report:?}");
+    // Gone: no longer counted (the NACK stays on record).
+    drop(grpc);
+    eventually("the xDS client leaving the status", || {
+        (w.sd_status("web", "{.status.xds.clients}") == "0").then_some(())
+    });
+    assert!(
+        !w.sd_status("web", "{.status.xds.lastNack.message}")
+            .is_empty()
+    );
 }
