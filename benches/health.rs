@@ -327,13 +327,25 @@ async fn load(w: &Waymark, ns: &str, instances: usize, port: u16, threshold: Opt
     for s in 0..instances.div_ceil(PER_SERVICE) {
         services.push(create_service(w, ns, &format!("bulk-{s}"), threshold).await);
     }
+    let progress = std::sync::Mutex::new(waymark::cli::Progress::new("registering instances"));
+    let done = AtomicU64::new(0);
     stream::iter(0..instances)
         .for_each_concurrent(16, |i| {
             let svc = services[i / PER_SERVICE].clone();
             let addr = SocketAddr::new(bulk_ip(i).into(), port);
-            async move { register(w, &svc, &format!("i-{i}"), addr).await }
+            let (progress, done) = (&progress, &done);
+            async move {
+                register(w, &svc, &format!("i-{i}"), addr).await;
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Ok(mut p) = progress.lock() {
+                    p.at(n as usize, instances);
+                }
+            }
         })
         .await;
+    if let Ok(p) = progress.into_inner() {
+        p.finish();
+    }
 }
 
 /// CPU, memory and probes over a window.

@@ -152,6 +152,22 @@ async fn register_load(
 ) -> (f64, Vec<f64>) {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    // A bar at a terminal, plain lines otherwise (`waymark store copy`'s).
+    let reporter = {
+        let next = next.clone();
+        tokio::spawn(async move {
+            let mut progress = waymark::cli::Progress::new("registrations");
+            loop {
+                let n = next.load(Ordering::Relaxed).min(total);
+                progress.at(n, total);
+                if n >= total {
+                    progress.finish();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
             let port = ports[c % ports.len()];
@@ -187,7 +203,9 @@ async fn register_load(
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    (total as f64 / started.elapsed().as_secs_f64(), all)
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let _ = reporter.await;
+    (rate, all)
 }
 
 /// wrk against each port at once for `seconds`: total requests/s, and the

@@ -13,12 +13,14 @@ use tracing::info;
 mod access;
 mod guards;
 mod inspect;
+mod progress;
 mod store;
 mod tls;
 
 pub use self::access::{AuthArgs, AuthMode};
 pub use self::guards::{AuditArgs, DnsLimitArgs, LimitArgs};
 pub use self::inspect::{InspectArgs, InspectCommand, InspectError, Output, inspect};
+pub use self::progress::Progress;
 pub use self::store::{CopyArgs, EtcdArgs, StoreArgs, StoreCommand, StoreKind, copy};
 pub use self::tls::ListenerArgs;
 use crate::api;

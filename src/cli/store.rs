@@ -194,7 +194,7 @@ pub fn copy(args: CopyArgs) -> Result<(), registry::Error> {
     let from = open_side(&args.from, args.from_prefix.as_deref(), &args.etcd, true)?;
     let to = open_side(&args.to, args.to_prefix.as_deref(), &args.etcd, false)?;
     let started = std::time::Instant::now();
-    let mut progress = Progress::new("copying records");
+    let mut progress = super::Progress::new("copying records");
     let report = registry::store::copy(from.as_ref(), to.as_ref(), args.replace, |done, total| {
         progress.at(done, total);
     })?;
@@ -215,57 +215,4 @@ pub fn copy(args: CopyArgs) -> Result<(), registry::Error> {
         }
     );
     Ok(())
-}
-
-/// Progress of a long command on stderr: a bar at a terminal, otherwise a
-/// plain line at most once a second (and at the end), for logs.
-pub(crate) struct Progress {
-    what: &'static str,
-    bar: Option<indicatif::ProgressBar>,
-    last: Option<std::time::Instant>,
-}
-
-impl Progress {
-    pub(crate) fn new(what: &'static str) -> Self {
-        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_message(what);
-            bar
-        });
-        Self {
-            what,
-            bar,
-            last: None,
-        }
-    }
-
-    /// `done` of `total` are through.
-    pub(crate) fn at(&mut self, done: usize, total: usize) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-            return;
-        }
-        let due = self
-            .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        if done == total || due {
-            eprintln!("{}: {done}/{total}", self.what);
-            self.last = Some(std::time::Instant::now());
-        }
-    }
-
-    /// Clears the bar (the summary follows on stdout).
-    pub(crate) fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }
