@@ -133,6 +133,7 @@ fn run(total: usize) -> serde_json::Value {
                     owner: owner.clone().into(),
                     create_date: now,
                     update_date: now,
+                    health_since: now,
                 }));
             }
             store

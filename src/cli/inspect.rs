@@ -325,11 +325,17 @@ fn explanation(v: &Value) -> String {
             None => cell(s),
         })
         .collect();
+    let since = match v["Health"]["Since"].as_f64() {
+        Some(t) => jiff::Timestamp::from_millisecond((t * 1000.0) as i64)
+            .map(|t| format!(", since {}", t.strftime("%Y-%m-%dT%H:%M:%SZ")))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     let health = if sources.is_empty() {
         format!("{} (no health check)", cell(&v["Health"]["Status"]))
     } else {
         format!(
-            "{} from {}",
+            "{} from {}{since}",
             cell(&v["Health"]["Status"]),
             sources.join(" and ")
         )
@@ -794,7 +800,7 @@ mod tests {
             "Service": {"Id": "srv-1", "Name": "web"},
             "Namespace": {"Id": "ns-1", "Name": "shop.local"},
             "Owner": {"Kind": "Pod", "Pod": "shop/web-1", "Object": "ServiceDiscovery shop/web", "Cluster": "c1"},
-            "Health": {"Status": "UNHEALTHY", "Sources": [
+            "Health": {"Status": "UNHEALTHY", "Since": 1796000000.5, "Sources": [
                 {"Source": "Check", "Type": "HTTP", "ResourcePath": "/healthz", "Passing": false},
                 {"Source": "Readiness", "Status": "HEALTHY"}
             ]},
@@ -807,7 +813,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "Health    UNHEALTHY from HTTP check of /healthz (failing) and readiness (HEALTHY)"
+                "Health    UNHEALTHY from HTTP check of /healthz (failing) and readiness (HEALTHY), since 2026-11-30T00:53:20Z"
             ),
             "{text}"
         );

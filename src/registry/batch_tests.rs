@@ -40,6 +40,7 @@ fn instance(service: &str, id: &str) -> Instance {
         owner: Arc::new(Owner::Api),
         create_date: now,
         update_date: now,
+        health_since: now,
     }
 }
 

@@ -393,6 +393,15 @@ pub struct Instance {
     pub create_date: EpochMillis,
     /// Last registration (update) time.
     pub update_date: EpochMillis,
+    /// When [`Instance::health`] last changed (its registration counts as
+    /// one): what `waymark inspect explain` shows as its last transition.
+    /// 0 for records written before it was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub health_since: EpochMillis,
+}
+
+fn is_zero(t: &EpochMillis) -> bool {
+    *t == 0
 }
 
 /// The kind of asynchronous operation.

@@ -1026,12 +1026,20 @@ fn inspect_shows_namespaces_services_instances_and_why() {
     );
     assert_eq!(pod["Health"]["Status"], "UNHEALTHY");
     assert_eq!(pod["Health"]["Sources"][0]["Source"], "Readiness");
+    // Its last transition: when it turned UNHEALTHY (at registration here).
+    let since = pod["Health"]["Since"].as_f64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(since > now - 300.0 && since <= now + 1.0, "{pod}");
     let text = inspect_ok(&w, &["explain", ns, "db", "db-2"]);
     assert!(
         text.contains(&format!("pod {}/db-2 via ServiceDiscovery", w.ns.name)),
         "{text}"
     );
     assert!(text.contains("readiness reports UNHEALTHY"), "{text}");
+    assert!(text.contains("it has been UNHEALTHY since 20"), "{text}");
     let fixed = inspect_json(&w, &["explain", ns, "db", "user-auth-prod-01"]);
     assert_eq!(fixed["Owner"]["Kind"], "Static");
     assert_eq!(fixed["Instance"]["Attributes"]["tablename"], "UserAuth");

@@ -231,6 +231,7 @@ mod tests {
             owner: Owner::Api.into(),
             create_date: 0,
             update_date: 0,
+            health_since: 0,
         };
         let entry = ServiceEntry {
             service: Service {

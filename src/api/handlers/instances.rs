@@ -160,6 +160,15 @@ pub(super) fn explain_instance(registry: &Registry, req: wire::InstanceRef) -> R
                     .to_string(),
             );
         }
+        if svc.has_health_check() && inst.health_since > 0 {
+            let since = jiff::Timestamp::from_millisecond(inst.health_since)
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            why.push(format!(
+                "it has been {} since {since}",
+                inst.health.as_str()
+            ));
+        }
         why.push(match reported {
             HealthStatus::Healthy => "DiscoverInstances hands it out as HEALTHY".to_string(),
             HealthStatus::Unhealthy => {
@@ -177,7 +186,12 @@ pub(super) fn explain_instance(registry: &Registry, req: wire::InstanceRef) -> R
                 "Name": namespace.map(|n| n.name.as_str()),
             },
             "Owner": owner,
-            "Health": {"Status": reported.as_str(), "Sources": sources},
+            "Health": {
+                "Status": reported.as_str(),
+                "Sources": sources,
+                // The last transition (0: not recorded, an older record).
+                "Since": if inst.health_since > 0 { date(inst.health_since) } else { Value::Null },
+            },
             "CreateDate": date(inst.create_date),
             "UpdateDate": date(inst.update_date),
             "Explanation": why,

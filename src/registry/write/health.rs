@@ -4,7 +4,7 @@
 use super::{check_owner, instance_of, service_entry};
 use crate::registry::ids::{self, ResourceKind};
 use crate::registry::model::{HealthStatus, Instance, Owner};
-use crate::registry::{Change, Error, HealthFlip, ProbeVerdict, Registry, Result};
+use crate::registry::{Change, Error, HealthFlip, ProbeVerdict, Registry, Result, now_millis};
 
 impl Registry {
     /// Cloud Map's `UpdateInstanceCustomHealthStatus`: only for services with
@@ -98,6 +98,11 @@ impl Registry {
                 changes.push(Change::PutInstance(Instance {
                     health,
                     probe: Some(v.passing),
+                    health_since: if health == inst.health {
+                        inst.health_since
+                    } else {
+                        now_millis()
+                    },
                     ..inst.clone()
                 }));
             }
@@ -113,6 +118,7 @@ fn put_health(inst: &Instance, status: HealthStatus, changes: &mut Vec<Change>) 
     }
     changes.push(Change::PutInstance(Instance {
         health: status,
+        health_since: now_millis(),
         ..inst.clone()
     }));
     true

@@ -85,6 +85,8 @@ impl Registry {
                 owner: Arc::new(req.owner.clone()),
                 create_date: existing.map_or(now, |o| o.create_date),
                 update_date: now,
+                // Re-registering keeps the health, so its transition time.
+                health_since: existing.map_or(now, |o| o.health_since),
             };
             let changed = existing.is_none_or(|o| {
                 changed_attrs

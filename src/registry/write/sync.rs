@@ -229,6 +229,11 @@ impl Registry {
                             probe: probe(Some(old)),
                             owner: Arc::clone(&owner),
                             update_date: if same_attrs { old.update_date } else { now },
+                            health_since: if old.health == health {
+                                old.health_since
+                            } else {
+                                now
+                            },
                             ..old.clone()
                         }));
                     }
@@ -257,6 +262,7 @@ impl Registry {
                         owner: Arc::clone(&owner),
                         create_date: now,
                         update_date: now,
+                        health_since: now,
                     }));
                 }
             }
