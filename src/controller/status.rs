@@ -359,9 +359,19 @@ impl Controller {
                 time: Time(time),
             })
         });
+        let last_push = xds.last_push(&name).and_then(|p| {
+            let time = k8s_openapi::jiff::Timestamp::from_millisecond(p.at).ok()?;
+            Some(crate::crd::XdsPush {
+                time: Time(time),
+                delay_milliseconds: u64::try_from(p.delay.as_millis()).unwrap_or(u64::MAX),
+            })
+        });
         // Nothing to say until a client subscribes or rejects something.
-        (clients > 0 || last_nack.is_some())
-            .then_some(crate::crd::XdsServiceStatus { clients, last_nack })
+        (clients > 0 || last_nack.is_some()).then_some(crate::crd::XdsServiceStatus {
+            clients,
+            last_push,
+            last_nack,
+        })
     }
 
     fn previous_ns_conditions(&self, wns: &WaymarkNamespace) -> Vec<Condition> {
@@ -471,6 +481,10 @@ fn without_counts(status: &serde_json::Value) -> serde_json::Value {
     let mut v = status.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("instances");
+        // Push times change with every registry change, like the counts.
+        if let Some(xds) = o.get_mut("xds").and_then(|x| x.as_object_mut()) {
+            xds.remove("lastPush");
+        }
     }
     v
 }

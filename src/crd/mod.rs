@@ -27,7 +27,7 @@ pub use service_discovery::{
     DEFAULT_TIMEOUT_SECONDS, DnsConfig, DnsRecord, HealthCheck, HealthCheckType, InstanceCounts,
     LabelAttributes, NamespaceReference, RecordType, RoutingPolicy, ServiceDiscovery,
     ServiceDiscoverySpec, ServiceDiscoveryStatus, ServiceReference, SkippedLabel,
-    SkippedLabelReason, StaticInstance, TrafficSplit, XdsNack, XdsServiceStatus,
+    SkippedLabelReason, StaticInstance, TrafficSplit, XdsNack, XdsPush, XdsServiceStatus,
 };
 
 /// API group of every Waymark custom resource.

@@ -480,10 +480,23 @@ pub struct XdsServiceStatus {
     /// to the service's resources (or its subsets') by name.
     #[serde(default)]
     pub clients: u32,
+    /// The last push of a change to the service's resources to one of those clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_push: Option<XdsPush>,
     /// The last configuration a client rejected (NACKed); the client keeps using its
     /// previous one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_nack: Option<XdsNack>,
+}
+
+/// A change pushed to xDS clients.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsPush {
+    /// When it was sent.
+    pub time: Time,
+    /// Milliseconds from the replica seeing the registry change to sending it.
+    pub delay_milliseconds: u64,
 }
 
 /// A configuration an xDS client rejected.

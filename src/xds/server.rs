@@ -33,6 +33,9 @@ use crate::registry::Registry;
 struct Published {
     snapshot: Snapshot,
     seen: Option<Instant>,
+    /// The services (`<service>.<namespace>`) whose resources this snapshot
+    /// changed, added or removed.
+    changed: BTreeSet<String>,
 }
 
 /// Most subsets clients may ask for by name (they are kept until restart).
@@ -171,17 +174,11 @@ async fn follow(
         for (service, problem) in &stats.problems {
             warn!(%service, %problem, "traffic split ignored: the whole service is routed to");
         }
-        let changed = {
+        let changed_services = {
             let current = tx.borrow();
-            ResourceType::ALL.into_iter().any(|kind| {
-                let (a, b) = (current.snapshot.resources(kind), snapshot.resources(kind));
-                a.len() != b.len()
-                    || a.iter()
-                        .zip(b)
-                        .any(|((n1, r1), (n2, r2))| n1 != n2 || r1.version != r2.version)
-            })
+            changed_services(&current.snapshot, &snapshot)
         };
-        if changed {
+        if !changed_services.is_empty() {
             for kind in ResourceType::ALL {
                 metrics.set_resources(kind, snapshot.resources(kind).len());
             }
@@ -193,6 +190,7 @@ async fn follow(
             tx.send_replace(Arc::new(Published {
                 snapshot,
                 seen: Some(seen),
+                changed: changed_services,
             }));
         }
         tokio::select! {
@@ -201,6 +199,24 @@ async fn follow(
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// The services whose resources differ between two snapshots (by name and
+/// version, of every type).
+fn changed_services(before: &Snapshot, after: &Snapshot) -> BTreeSet<String> {
+    let mut changed = BTreeSet::new();
+    for kind in ResourceType::ALL {
+        let (a, b) = (before.resources(kind), after.resources(kind));
+        for (name, r) in a {
+            if b.get(name).is_none_or(|r2| r2.version != r.version) {
+                changed.insert(super::status::service_of(name).to_string());
+            }
+        }
+        for name in b.keys().filter(|n| !a.contains_key(*n)) {
+            changed.insert(super::status::service_of(name).to_string());
+        }
+    }
+    changed
 }
 
 /// The ADS service: what every stream shares.
@@ -372,6 +388,8 @@ async fn run_stream<P: Protocol>(
     let mut node = String::new();
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
     loop {
+        // The snapshot a push below sends, for the per-service push delay.
+        let mut pushed: Option<Arc<Published>> = None;
         let responses = tokio::select! {
             msg = inbound.message() => {
                 let request = match msg {
@@ -421,11 +439,13 @@ async fn run_stream<P: Protocol>(
                     break;
                 }
                 let published = snapshots.borrow_and_update().clone();
-                state
+                let responses: Vec<_> = state
                     .push(&published.snapshot)
                     .into_iter()
                     .map(|r| (r, published.seen))
-                    .collect()
+                    .collect();
+                pushed = Some(published);
+                responses
             }
             _ = stop.wait_for(|s| *s) => break,
         };
@@ -438,6 +458,18 @@ async fn run_stream<P: Protocol>(
             }
             if let Some(seen) = seen {
                 metrics.push_delay.observe(seen.elapsed().as_secs_f64());
+            }
+        }
+        if let Some(published) = pushed
+            && let Some(seen) = published.seen
+        {
+            let delay = seen.elapsed();
+            let now = crate::registry::now_millis();
+            for name in state.subscribed() {
+                let service = super::status::service_of(name);
+                if published.changed.contains(service) {
+                    status.pushed(service, delay, now);
+                }
             }
         }
     }

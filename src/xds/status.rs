@@ -32,9 +32,19 @@ pub struct NackRecord {
     pub at: EpochMillis,
 }
 
+/// The last push of a change to a service's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushRecord {
+    /// When it was sent.
+    pub at: EpochMillis,
+    /// From this replica seeing the registry change to sending it.
+    pub delay: std::time::Duration,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     nacks: HashMap<String, NackRecord>,
+    pushes: HashMap<String, PushRecord>,
     /// Per open stream, the services it subscribes to by name.
     streams: HashMap<u64, BTreeSet<String>>,
     next_stream: u64,
@@ -123,6 +133,25 @@ impl XdsStatus {
         }
     }
 
+    /// A change to the service named `name` reached a client `delay` after
+    /// the registry change. Not announced as news: the figure rides along
+    /// with the service's next status write (pushes follow registry changes,
+    /// which rewrite the status anyway).
+    pub fn pushed(&self, name: &str, delay: std::time::Duration, at: EpochMillis) {
+        let mut inner = self.lock();
+        if inner.pushes.len() >= MAX_RECORDS && !inner.pushes.contains_key(name) {
+            return;
+        }
+        inner
+            .pushes
+            .insert(name.to_string(), PushRecord { at, delay });
+    }
+
+    /// The last push of a change to the service named `name`.
+    pub fn last_push(&self, name: &str) -> Option<PushRecord> {
+        self.lock().pushes.get(name).copied()
+    }
+
     /// How many open streams subscribe to resources of the service named
     /// `name` (`<service>.<namespace>`, or one of its subsets).
     pub fn clients(&self, name: &str) -> u32 {
@@ -156,7 +185,7 @@ impl XdsStatus {
 
 /// The service a resource name belongs to: subsets (`<name>/<filter>`) are
 /// their service's.
-fn service_of(resource: &str) -> &str {
+pub(super) fn service_of(resource: &str) -> &str {
     resource.split_once('/').map_or(resource, |(base, _)| base)
 }
 

@@ -1551,6 +1551,14 @@ fn xds_clients_follow_pod_readiness_and_drain_terminating_pods() {
     // Not Ready: no traffic; Ready again: traffic again.
     w.pod_status("web-1", &["127.0.0.2"], false);
     grpc.until_served_by(20, &["web-2"]);
+    // The push of that change, on the status with its delay.
+    let delay = eventually("the last xDS push on the status", || {
+        w.sd_status("web", "{.status.xds.lastPush.delayMilliseconds}")
+            .parse::<u64>()
+            .ok()
+    });
+    assert!(delay < 10_000, "{delay} ms");
+    assert_eq!(w.sd_status("web", "{.status.xds.clients}"), "1");
     w.pod_status("web-1", &["127.0.0.2"], true);
     grpc.until_served_by(20, &["web-1", "web-2"]);
 
