@@ -892,10 +892,13 @@ async fn run(
     // Create the pods, then give them IPs (not Ready yet).
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let started = Instant::now();
+    let progress = std::sync::Mutex::new(waymark::cli::Progress::new("creating pods"));
+    let made = std::sync::atomic::AtomicUsize::new(0);
     stream::iter(0..pods)
         .map(|i| {
             let pod_api = pod_api.clone();
             let round = round.clone();
+            let (progress, made) = (&progress, &made);
             async move {
                 let pod: Pod = serde_json::from_value(json!({
                     "metadata": {"name": format!("{round}-{i}"), "labels": {"round": round, "group": (i / 1000).to_string()}},
@@ -908,11 +911,18 @@ async fn run(
                     "conditions": [{"type": "Ready", "status": "False"}]}}));
                 let name = format!("{round}-{i}");
                 retry("set pod IP", || pod_api.patch_status(&name, &pp, &status)).await;
+                let n = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if let Ok(mut p) = progress.lock() {
+                    p.at(n, pods);
+                }
             }
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
+    if let Ok(p) = progress.into_inner() {
+        p.finish();
+    }
     let created = started.elapsed();
     loop {
         let n = metric(metrics_port, "waymark_registry_instances")
